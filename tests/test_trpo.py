@@ -1,0 +1,277 @@
+"""Tests for companion.trpo: conjugate gradient, Fisher-vector product, line search, training."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Categorical
+
+from companion.trpo import (
+    backtracking_line_search,
+    conjugate_gradient,
+    fisher_vector_product,
+    make_fisher_vector_product,
+    trust_region_step,
+)
+
+torch.set_num_threads(1)
+
+
+# ------------------------------------------------------------------------------------------------
+# conjugate gradient
+# ------------------------------------------------------------------------------------------------
+
+
+def _random_spd(n, rng, cond=50.0):
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    eig = np.geomspace(1.0, cond, n)
+    return (q * eig) @ q.T
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 20])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_conjugate_gradient_matches_numpy_solve(n, seed):
+    rng = np.random.default_rng(seed)
+    A = _random_spd(n, rng)
+    b = rng.standard_normal(n)
+    At, bt = torch.from_numpy(A), torch.from_numpy(b)
+    x = conjugate_gradient(lambda v: At @ v, bt, iters=3 * n, tol=1e-12)
+    np.testing.assert_allclose(x.numpy(), np.linalg.solve(A, b), rtol=1e-7, atol=1e-9)
+
+
+def test_conjugate_gradient_exact_in_n_steps_on_well_conditioned_system():
+    rng = np.random.default_rng(3)
+    A = _random_spd(6, rng, cond=3.0)
+    b = rng.standard_normal(6)
+    x = conjugate_gradient(lambda v: torch.from_numpy(A) @ v, torch.from_numpy(b), iters=6, tol=0.0)
+    np.testing.assert_allclose(x.numpy(), np.linalg.solve(A, b), rtol=1e-8)
+
+
+def test_conjugate_gradient_stops_at_tolerance_and_counts_products():
+    calls = []
+    A = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+
+    def Avp(v):
+        calls.append(1)
+        return A @ v
+
+    # b is an eigenvector: one iteration solves the system exactly, then the residual is 0.
+    x = conjugate_gradient(Avp, torch.tensor([0.0, 4.0, 0.0], dtype=torch.float64), iters=10)
+    assert len(calls) == 1
+    np.testing.assert_allclose(x.numpy(), [0.0, 2.0, 0.0])
+    calls.clear()
+    conjugate_gradient(
+        lambda v: (calls.append(1), A @ v)[1], torch.ones(3, dtype=torch.float64), iters=2
+    )
+    assert len(calls) == 2
+
+
+def test_conjugate_gradient_bad_input():
+    A = torch.eye(2)
+    with pytest.raises(ValueError, match="b must be finite; entry 1"):
+        conjugate_gradient(lambda v: A @ v, torch.tensor([1.0, float("nan")]))
+    with pytest.raises(ValueError, match="iters"):
+        conjugate_gradient(lambda v: A @ v, torch.ones(2), iters=0)
+    with pytest.raises(ValueError, match="tol"):
+        conjugate_gradient(lambda v: A @ v, torch.ones(2), tol=-1.0)
+    with pytest.raises(ValueError, match="b must be one-dimensional"):
+        conjugate_gradient(lambda v: A @ v, torch.ones(2, 1))
+    with pytest.raises(ValueError, match="b is empty"):
+        conjugate_gradient(lambda v: v, torch.ones(0))
+    with pytest.raises(ValueError, match="positive definite"):
+        conjugate_gradient(lambda v: -v, torch.ones(2))
+    with pytest.raises(ValueError, match="Avp returned a non-finite"):
+        conjugate_gradient(lambda v: v * float("inf"), torch.ones(2))
+    with pytest.raises(ValueError, match="Avp must return a tensor of shape"):
+        conjugate_gradient(lambda v: torch.ones(3), torch.ones(2))
+
+
+# ------------------------------------------------------------------------------------------------
+# Fisher-vector product against the full Hessian of the mean KL
+# ------------------------------------------------------------------------------------------------
+
+
+def _tiny_policy(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)
+    ).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
+    obs = torch.randn(7, 3, generator=gen, dtype=torch.float64)
+    return net, obs
+
+
+def _kl_hessian(net, obs):
+    names = [name for name, _ in net.named_parameters()]
+    shapes = [p.shape for p in net.parameters()]
+    theta0 = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+    logp_old = torch.log_softmax(net(obs), -1).detach()
+
+    def mean_kl(theta):
+        chunks = torch.split(theta, [math.prod(s) for s in shapes])
+        params = {n: c.reshape(s) for n, c, s in zip(names, chunks, shapes, strict=True)}
+        logp = torch.log_softmax(torch.func.functional_call(net, params, (obs,)), -1)
+        return (logp_old.exp() * (logp_old - logp)).sum(-1).mean()
+
+    return torch.autograd.functional.hessian(mean_kl, theta0), theta0.numel()
+
+
+@pytest.mark.parametrize("damping", [0.0, 0.1])
+def test_fisher_vector_product_matches_full_kl_hessian(damping):
+    net, obs = _tiny_policy()
+    H, n = _kl_hessian(net, obs)
+    dist_fn = lambda o: Categorical(logits=net(o))  # noqa: E731
+    fvp = make_fisher_vector_product(dist_fn, obs, list(net.parameters()), damping=damping)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        v = torch.randn(n, generator=gen, dtype=torch.float64)
+        expected = H @ v + damping * v
+        torch.testing.assert_close(fvp(v), expected, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            fisher_vector_product(dist_fn, obs, list(net.parameters()), v, damping),
+            expected,
+            rtol=1e-10,
+            atol=1e-12,
+        )
+    # the Hessian of the KL at theta_old is the Fisher matrix: symmetric positive semi-definite
+    torch.testing.assert_close(H, H.T)
+    assert torch.linalg.eigvalsh(H).min() > -1e-10
+
+
+def test_fisher_matrix_of_softmax_logits_closed_form():
+    # pi = softmax(theta) with no state dependence: F = diag(p) - p p^T exactly.
+    theta = torch.tensor([0.3, -1.0, 0.5], dtype=torch.float64, requires_grad=True)
+    obs = torch.zeros(5, 1, dtype=torch.float64)
+    fvp = make_fisher_vector_product(
+        lambda o: Categorical(logits=theta.expand(o.shape[0], 3)), obs, [theta], damping=0.0
+    )
+    p = torch.softmax(theta.detach(), 0)
+    F = torch.diag(p) - torch.outer(p, p)
+    for j in range(3):
+        e = torch.zeros(3, dtype=torch.float64)
+        e[j] = 1.0
+        torch.testing.assert_close(fvp(e), F[:, j])
+
+
+def test_fisher_vector_product_bad_input():
+    net, obs = _tiny_policy()
+    dist_fn = lambda o: Categorical(logits=net(o))  # noqa: E731
+    params = list(net.parameters())
+    n = sum(p.numel() for p in params)
+    with pytest.raises(ValueError, match="damping"):
+        make_fisher_vector_product(dist_fn, obs, params, damping=-0.1)
+    with pytest.raises(ValueError, match="params is empty"):
+        make_fisher_vector_product(dist_fn, obs, [], damping=0.1)
+    with pytest.raises(ValueError, match="obs"):
+        make_fisher_vector_product(dist_fn, obs[:0], params)
+    fvp = make_fisher_vector_product(dist_fn, obs, params)
+    with pytest.raises(ValueError, match=r"v must have shape"):
+        fvp(torch.ones(n + 1, dtype=torch.float64))
+    v = torch.ones(n, dtype=torch.float64)
+    v[4] = float("inf")
+    with pytest.raises(ValueError, match="v must be finite; entry 4"):
+        fvp(v)
+
+
+# ------------------------------------------------------------------------------------------------
+# step size and line search
+# ------------------------------------------------------------------------------------------------
+
+
+def test_trust_region_step_hits_quadratic_kl_delta():
+    rng = np.random.default_rng(0)
+    F = torch.from_numpy(_random_spd(5, rng))
+    s = torch.from_numpy(rng.standard_normal(5))
+    step = trust_region_step(s, F @ s, delta=0.02)
+    assert float(0.5 * step @ F @ step) == pytest.approx(0.02, rel=1e-12)
+    with pytest.raises(ValueError, match="delta"):
+        trust_region_step(s, F @ s, delta=0.0)
+    with pytest.raises(ValueError, match="delta"):
+        trust_region_step(s, F @ s, delta=float("nan"))
+    with pytest.raises(ValueError, match="Fs must be finite"):
+        trust_region_step(s, torch.full((5,), float("nan"), dtype=torch.float64), delta=0.01)
+    with pytest.raises(ValueError, match=r"s\^T F s"):
+        trust_region_step(s, -s, delta=0.01)
+
+
+def _quadratic_problem(curvature=1.0):
+    """Mean KL 0.5 c |theta|^2 (max KL twice that), surrogate g^T theta - 0.5 |theta|^2."""
+    g = torch.tensor([1.0, 2.0], dtype=torch.float64)
+
+    def evaluate(theta):
+        kl = 0.5 * curvature * float(theta @ theta)
+        return float(g @ theta - 0.5 * theta @ theta), kl, 2.0 * kl
+
+    return g, evaluate
+
+
+def test_line_search_backtracks_until_kl_constraint_holds():
+    g, evaluate = _quadratic_problem(curvature=1.0)
+    delta = 0.01
+    full_step = 0.5 * g  # KL of the full step = 0.5 * 0.25 * 5 = 0.625 >> delta
+    res = backtracking_line_search(
+        evaluate,
+        torch.zeros(2, dtype=torch.float64),
+        full_step,
+        float(g @ full_step),
+        delta,
+        max_backtracks=10,
+        shrink=0.5,
+    )
+    assert res.accepted
+    # KL of 0.5^k full step is 0.625 / 4^k: first at most 0.01 is k = 3 (0.00977)
+    assert res.n_backtracks == 3
+    assert res.step_fraction == 0.125
+    assert res.mean_kl <= delta
+    assert res.mean_kl == pytest.approx(0.625 / 64)
+    assert res.max_kl == pytest.approx(2 * res.mean_kl)
+    torch.testing.assert_close(res.theta, 0.125 * full_step)
+    # every refused candidate violated the constraint; the accepted one satisfies it and improves
+    assert [t[2] > delta for t in res.trials] == [True, True, True, False]
+    assert res.actual_improvement > 0
+    assert res.expected_improvement == pytest.approx(0.125 * float(g @ full_step))
+
+
+def test_line_search_rejects_when_surrogate_never_improves():
+    g, evaluate = _quadratic_problem()
+    theta_old = torch.tensor([0.1, -0.2], dtype=torch.float64)
+    bad_step = -0.01 * g  # a descent direction of the surrogate: never improves, KL always tiny
+    res = backtracking_line_search(evaluate, theta_old, bad_step, 0.05, delta=1.0, max_backtracks=4)
+    assert not res.accepted
+    assert res.n_backtracks == 4 and len(res.trials) == 5
+    assert res.step_fraction == 0.0 and res.mean_kl == 0.0 and res.actual_improvement == 0.0
+    torch.testing.assert_close(res.theta, theta_old)
+    assert all(t[1] <= 0 for t in res.trials)
+
+
+def test_line_search_rejects_when_kl_never_small_enough():
+    # the KL is bounded below by 0.5 away from theta_old (e.g. a policy that jumps): nothing passes
+    def evaluate(theta):
+        return float(theta.sum()), 0.0 if float(theta.abs().sum()) == 0 else 0.5, 0.5
+
+    res = backtracking_line_search(
+        evaluate, torch.zeros(3), torch.ones(3), 3.0, delta=0.01, max_backtracks=5, shrink=0.8
+    )
+    assert not res.accepted
+    assert all(t[2] > 0.01 for t in res.trials)
+    torch.testing.assert_close(res.theta, torch.zeros(3))
+
+
+def test_line_search_bad_input():
+    _, evaluate = _quadratic_problem()
+    z = torch.zeros(2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="delta"):
+        backtracking_line_search(evaluate, z, z + 1, 1.0, delta=-0.01)
+    with pytest.raises(ValueError, match="shrink"):
+        backtracking_line_search(evaluate, z, z + 1, 1.0, delta=0.01, shrink=1.0)
+    with pytest.raises(ValueError, match="max_backtracks"):
+        backtracking_line_search(evaluate, z, z + 1, 1.0, delta=0.01, max_backtracks=-1)
+    with pytest.raises(ValueError, match="full_step must be finite"):
+        backtracking_line_search(evaluate, z, z + float("nan"), 1.0, delta=0.01)
+    with pytest.raises(ValueError, match="same shape"):
+        backtracking_line_search(evaluate, z, torch.ones(3, dtype=torch.float64), 1.0, delta=0.01)
+    with pytest.raises(ValueError, match="expected_improvement"):
+        backtracking_line_search(evaluate, z, z + 1, float("inf"), delta=0.01)
