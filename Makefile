@@ -1,0 +1,82 @@
+# Two commands a newcomer needs (see README):
+#   make book   create .venv, install everything, execute every notebook, write _build/html
+#   make test   everything that CI runs: unit tests and doctests, notebook checks, nbval,
+#               the full book build with -W -n --keep-going, browser tests, the slow training tests
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Our kernel first, ahead of any kernel called python3 in ~/.local/share/jupyter.
+export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
+export MPLBACKEND := Agg
+NOTEBOOKS = $(shell $(BIN)/python scripts/toc.py notebooks)
+JB_FLAGS := -W -n --keep-going
+
+.PHONY: install book book-nosolutions test test-unit test-notebooks test-build test-browser \
+        test-slow serve lint strip sync-repo-url benchmarks clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (IS in RL)"
+	touch $@
+
+install: $(STAMP)
+
+## The book: executes every notebook (cached in _build/.jupyter_cache) and writes _build/html.
+book: $(STAMP)
+	$(BIN)/jupyter-book build . $(JB_FLAGS)
+	@echo "Open _build/html/index.html, or run 'make serve'."
+
+## The book without the solutions of the chapter exercises, for a course that grades them.
+book-nosolutions: $(STAMP)
+	$(BIN)/python scripts/nosolutions_config.py > _build_nosolutions_config.yml
+	$(BIN)/jupyter-book build . --config _build_nosolutions_config.yml --path-output _build/nosolutions $(JB_FLAGS)
+	rm -f _build_nosolutions_config.yml
+
+serve:
+	$(BIN)/python -m http.server --directory _build/html 8000
+
+## Every test. Deleting the execution cache forces every notebook to execute afresh.
+test: test-unit test-notebooks test-build test-browser test-slow
+
+test-unit: $(STAMP)
+	$(BIN)/python scripts/colab_cell.py --check
+	$(BIN)/python -m pytest -m "not slow and not browser" --doctest-modules companion tests
+
+test-notebooks: $(STAMP)
+	@test -n "$(NOTEBOOKS)" || { echo "no notebooks in _toc.yml"; exit 1; }
+	$(BIN)/python -m pytest --nbval-lax -n 2 --dist loadfile $(NOTEBOOKS)
+
+test-build: $(STAMP)
+	rm -rf _build/.jupyter_cache _build/html _build/jupyter_execute
+	$(BIN)/jupyter-book build . $(JB_FLAGS)
+
+test-browser: $(STAMP)
+	test -x /usr/bin/chromium || test -n "$$CHROMIUM_PATH" || $(BIN)/python -m playwright install chromium
+	$(BIN)/python -m pytest -m browser tests/test_browser.py
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+## Strip outputs and execution counts from every notebook under book/ (run before committing).
+strip: $(STAMP)
+	$(BIN)/python scripts/strip_notebooks.py book/*.ipynb
+
+## After changing repository.url in _config.yml: rewrite every notebook's set-up cell.
+sync-repo-url: $(STAMP)
+	$(BIN)/python scripts/colab_cell.py --write
+
+benchmarks: $(STAMP)
+	$(BIN)/python -m pip install -r requirements-bench.txt
+	$(BIN)/python benchmarks/ope_estimators.py
+	$(BIN)/python benchmarks/ppo_cartpole.py
+	$(BIN)/python benchmarks/trpo_cartpole.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,91 @@
+"""Keep the set-up cell at the top of every chapter notebook in sync with ``_config.yml``.
+
+The repository URL lives in one place, ``repository.url`` in ``_config.yml``. Every chapter notebook
+starts with a code cell, hidden in the HTML (tag ``remove-cell``), that installs the companion and its
+pinned dependencies when they are missing (on Colab, say) and does nothing where they are installed.
+
+    python scripts/colab_cell.py --check   # exit 1 if any notebook's cell is missing or stale
+    python scripts/colab_cell.py --write   # insert or rewrite the cell in every notebook under book/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TAG = "remove-cell"
+MARKER = "# Set-up for Colab and other fresh environments"
+
+TEMPLATE = '''\
+# Set-up for Colab and other fresh environments: installs the course's `companion` package with its
+# pinned dependencies when it is missing, and does nothing where it is already installed.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("companion") is None:
+    REPO = "{url}"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"is-rl-companion @ git+{{REPO}}@{branch}",
+         "-c", f"{{REPO}}/raw/{branch}/requirements.txt"],
+        check=True,
+    )'''
+
+
+def expected_source(root: Path = ROOT) -> str:
+    """The set-up cell's source for the repository named in ``_config.yml``."""
+    repo = yaml.safe_load((root / "_config.yml").read_text())["repository"]
+    return TEMPLATE.format(url=repo["url"].rstrip("/"), branch=repo.get("branch", "main"))
+
+
+def _first_code_cell(nb):
+    return next((c for c in nb.cells if c.cell_type == "code"), None)
+
+
+def stale_notebooks(root: Path = ROOT) -> list[Path]:
+    """Notebooks under ``book/`` whose first code cell is not the current set-up cell."""
+    want = expected_source(root)
+    stale = []
+    for path in sorted((root / "book").glob("*.ipynb")):
+        cell = _first_code_cell(nbformat.read(path, as_version=4))
+        if cell is None or cell.source != want or TAG not in cell.metadata.get("tags", []):
+            stale.append(path)
+    return stale
+
+
+def write(root: Path = ROOT) -> list[Path]:
+    """Insert or refresh the set-up cell in every stale notebook; return the notebooks changed."""
+    changed = stale_notebooks(root)
+    want = expected_source(root)
+    for path in changed:
+        nb = nbformat.read(path, as_version=4)
+        cell = _first_code_cell(nb)
+        if cell is not None and cell.source.startswith(MARKER):
+            cell.source = want
+            cell.metadata["tags"] = sorted(set(cell.metadata.get("tags", [])) | {TAG})
+        else:
+            new = nbformat.v4.new_code_cell(want, metadata={"tags": [TAG]})
+            index = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), len(nb.cells))
+            nb.cells.insert(index, new)
+        nbformat.write(nb, path)
+    return changed
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--check", action="store_true")
+    group.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    if args.check:
+        stale = stale_notebooks()
+        for path in stale:
+            print(f"stale or missing set-up cell: {path.relative_to(ROOT)}", file=sys.stderr)
+        sys.exit(1 if stale else 0)
+    for path in write():
+        print(f"updated {path.relative_to(ROOT)}")

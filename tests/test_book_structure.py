@@ -1,0 +1,105 @@
+"""The book's structure: TOC, committed notebooks, chapter layout, configuration, set-up cell."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import book_checks  # noqa: E402
+import colab_cell  # noqa: E402
+
+
+def test_every_notebook_is_in_the_toc_and_every_entry_exists():
+    assert book_checks.toc_problems(ROOT) == []
+
+
+def test_notebooks_are_committed_without_outputs():
+    assert book_checks.output_problems(ROOT) == []
+
+
+def test_chapters_follow_the_layout():
+    assert book_checks.chapter_problems(ROOT) == []
+
+
+def test_every_notebook_starts_with_the_current_setup_cell():
+    assert colab_cell.stale_notebooks(ROOT) == []
+
+
+@pytest.fixture
+def broken_book(tmp_path):
+    """A copy of the book's skeleton to break on purpose."""
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "book", tmp_path / "book")
+    return tmp_path
+
+
+def _notebook(cells):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = cells
+    return nb
+
+
+def test_checks_catch_a_notebook_missing_from_the_toc(broken_book):
+    nbformat.write(_notebook([]), broken_book / "book" / "99_stray.ipynb")
+    assert any("99_stray" in p for p in book_checks.toc_problems(broken_book))
+
+
+def test_checks_catch_a_toc_entry_without_a_file(broken_book):
+    toc = yaml.safe_load((broken_book / "_toc.yml").read_text())
+    toc["parts"][0]["chapters"].append({"file": "book/does_not_exist"})
+    (broken_book / "_toc.yml").write_text(yaml.safe_dump(toc))
+    assert any("does_not_exist" in p for p in book_checks.toc_problems(broken_book))
+
+
+def test_checks_catch_a_notebook_with_outputs(broken_book):
+    cell = nbformat.v4.new_code_cell("1 + 1")
+    cell.execution_count = 1
+    cell.outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=1)]
+    nbformat.write(_notebook([cell]), broken_book / "book" / "50_with_output.ipynb")
+    assert any("50_with_output" in p for p in book_checks.output_problems(broken_book))
+
+
+def test_checks_catch_a_chapter_without_exercises(broken_book):
+    toc = yaml.safe_load((broken_book / "_toc.yml").read_text())
+    for stale in (broken_book / "book").glob("*.ipynb"):
+        stale.unlink()
+    toc["parts"] = [{"caption": "Test", "numbered": True, "chapters": [{"file": "book/01_bare"}]}]
+    (broken_book / "_toc.yml").write_text(yaml.safe_dump(toc))
+    nbformat.write(_notebook([nbformat.v4.new_code_cell("x = 1")]), broken_book / "book" / "01_bare.ipynb")
+    problems = book_checks.chapter_problems(broken_book)
+    assert any("exercises" in p for p in problems)
+    assert any("use_course_style" in p for p in problems)
+
+
+def test_config_keeps_failures_visible():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["execute"]["allow_errors"] is False
+    assert config["execute"]["stderr_output"] == "show"
+    assert config["execute"]["timeout"] >= 120
+    assert config["only_build_toc_files"] is True
+    extensions = config["sphinx"]["extra_extensions"]
+    for ext in ("sphinx_exercise", "sphinx_proof", "sphinx-mathjax-offline"):
+        assert ext in extensions
+    assert config["bibtex_bibfiles"] == ["book/references.bib"]
+
+
+def test_requirements_pin_every_dependency_exactly():
+    lines = [
+        line.strip()
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines, "requirements.txt is empty"
+    unpinned = [line for line in lines if "==" not in line]
+    assert unpinned == []
+    assert "torch==2.13.0" in lines
