@@ -1,0 +1,648 @@
+r"""Off-policy policy-gradient estimators for tabular softmax policies, and the surrogate objective.
+
+The target is :math:`\pi = \mathrm{softmax}(\theta)` with logits :math:`\theta` of shape (S, A); the
+data are episodes from a behaviour policy :math:`\mu` (a :class:`companion.mdp.Trajectories`).
+Every estimator returns a :class:`GradientEstimate` holding one gradient term per trajectory,
+shape (n, S, A), their mean and its standard error, so that a chapter can check it against
+:func:`companion.mdp.policy_gradient_exact`.
+
+Discounting convention (used throughout). The objective is
+:math:`J(\pi) = \mathbb{E}_\pi[\sum_t \gamma^t r_t]`, and its exact gradient is
+
+.. math::
+
+    \nabla J(\pi) = \mathbb{E}_\pi\Big[\sum_t \nabla \log \pi(a_t|s_t)
+        \sum_{t' \ge t} \gamma^{t'} r_{t'}\Big]
+    = \sum_t \gamma^t\, \mathbb{E}_\pi\big[\nabla \log \pi(a_t|s_t)\, Q^\pi_t(s_t, a_t)\big].
+
+Rewards are therefore discounted from time 0 (:math:`\gamma^{t'}`, not :math:`\gamma^{t'-t}`): the
+estimators below include the factor :math:`\gamma^t` that practical implementations often drop.
+We write :math:`G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'}` for this reward-to-go and
+:math:`\rho_{0:t} = \prod_{k \le t} \pi(a_k|s_k) / \mu(a_k|s_k)`.
+
+See chapters 2 (policy gradients), 3 (the off-policy policy gradient) and 5 (per-decision weights
+and the surrogate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .mdp import (
+    TabularMDP,
+    Trajectories,
+    _check_horizon,
+    _check_policy,
+    _finite_array,
+    policy_quantities,
+    softmax_policy,
+)
+
+__all__ = [
+    "GradientEstimate",
+    "score_function",
+    "reinforce_gradient",
+    "outline_offpolicy_gradient",
+    "per_decision_gradient",
+    "trajectory_is_gradient",
+    "surrogate_gradient",
+    "surrogate_objective",
+    "surrogate_gradient_exact",
+    "outline_gradient_expectation",
+]
+
+
+@dataclass(frozen=True)
+class GradientEstimate:
+    """A Monte Carlo estimate of a gradient with respect to (S, A) logits.
+
+    Attributes
+    ----------
+    estimate : ndarray, shape (S, A)
+        Mean of the per-trajectory terms.
+    stderr : ndarray, shape (S, A)
+        Standard error of the mean, ``std(terms, ddof=1) / sqrt(n)`` per component (0 if n = 1).
+    n : int
+        Number of trajectories.
+    terms : ndarray, shape (n, S, A)
+        One gradient term per trajectory.
+    """
+
+    estimate: np.ndarray
+    stderr: np.ndarray
+    n: int
+    terms: np.ndarray
+
+    @classmethod
+    def from_terms(cls, terms):
+        """Build from per-trajectory terms (n, S, A)."""
+        n = terms.shape[0]
+        se = terms.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(terms.shape[1:])
+        return cls(estimate=terms.mean(axis=0), stderr=se, n=n, terms=terms)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+def _check_traj(traj, logits, gamma):
+    if not isinstance(traj, Trajectories):
+        raise ValueError(f"traj must be a companion.mdp.Trajectories, got {type(traj).__name__}")
+    pi = softmax_policy(logits)
+    S, A = pi.shape
+    if traj.n < 1:
+        raise ValueError("traj is an empty batch")
+    mask = traj.mask
+    if np.any(traj.states[mask] >= S) or np.any(traj.states[mask] < 0):
+        raise ValueError(f"traj.states holds a state outside [0, {S}) for logits of shape {pi.shape}")
+    if np.any(traj.actions[mask] >= A) or np.any(traj.actions[mask] < 0):
+        raise ValueError(f"traj.actions holds an action outside [0, {A}) for logits of shape "
+                         f"{pi.shape}")
+    if np.any(mask[:, 1:] & ~mask[:, :-1]):
+        i = int(np.argwhere(mask[:, 1:] & ~mask[:, :-1])[0, 0])
+        raise ValueError(f"traj.mask: padding must be a suffix (trajectory {i})")
+    gamma = float(gamma)
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    lb = traj.logp_behavior
+    if not np.all(np.isfinite(lb[mask])):
+        i, t = (int(x) for x in np.argwhere(mask & ~np.isfinite(lb))[0])
+        raise ValueError(f"traj.logp_behavior is not finite at trajectory {i}, step {t}: the "
+                         "behaviour gave probability 0 to an action it took")
+    if not np.all(np.isfinite(traj.rewards[mask])):
+        i, t = (int(x) for x in np.argwhere(mask & ~np.isfinite(traj.rewards))[0])
+        raise ValueError(f"traj.rewards is NaN or inf at trajectory {i}, step {t}")
+    return pi, gamma
+
+
+def _log_pi(pi, traj):
+    return np.where(traj.mask, np.log(pi[traj.states, traj.actions]), 0.0)
+
+
+def _prefix_rho(pi, traj):
+    """rho_{0:t} (n, T), 0 on padded steps; raises on overflow."""
+    log_rho = np.where(traj.mask, _log_pi(pi, traj) - traj.logp_behavior, 0.0)
+    cum = np.cumsum(log_rho, axis=1)
+    if np.any(cum[traj.mask] > 700.0):
+        i, t = (int(x) for x in np.argwhere(traj.mask & (cum > 700.0))[0])
+        raise ValueError(f"the prefix weight rho_0:t overflows float64 at trajectory {i}, step {t}")
+    return np.where(traj.mask, np.exp(cum), 0.0)
+
+
+def _discounted_rewards(traj, gamma):
+    """gamma^t r_t (n, T), 0 on padding."""
+    disc = gamma ** np.arange(traj.horizon)
+    return np.where(traj.mask, traj.rewards, 0.0) * disc
+
+
+def _reward_to_go(x):
+    """Suffix sums along axis 1: out[:, t] = sum_{t' >= t} x[:, t']."""
+    return np.flip(np.cumsum(np.flip(x, axis=1), axis=1), axis=1)
+
+
+def _accumulate_score(pi, states, actions, coef, mask):
+    r"""Per-trajectory sum_t coef_t * grad log pi(a_t|s_t), shape (n, S, A)."""
+    n, T = states.shape
+    S, A = pi.shape
+    c = np.where(mask, coef, 0.0)
+    rows = np.repeat(np.arange(n), T)
+    s = states.ravel()
+    a = actions.ravel()
+    cf = c.ravel()
+    out = np.zeros(n * S * A)
+    np.add.at(out, (rows * S + s) * A + a, cf)
+    out = out.reshape(n, S, A)
+    per_state = np.zeros(n * S)
+    np.add.at(per_state, rows * S + s, cf)
+    out -= per_state.reshape(n, S)[:, :, None] * pi[None, :, :]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------------
+def score_function(logits, states, actions):
+    r"""Score of a tabular softmax policy with respect to its logits.
+
+    .. math::
+
+        \frac{\partial \log \pi(a \mid s)}{\partial \theta_{s' b}}
+        = \mathbb{1}[s' = s]\,\big(\mathbb{1}[b = a] - \pi(b \mid s)\big).
+
+    Parameters
+    ----------
+    logits : array_like, shape (S, A)
+    states, actions : array_like of int, same shape ``batch``
+        States and actions (scalars allowed).
+
+    Returns
+    -------
+    ndarray, shape batch + (S, A)
+        Only row ``s`` of each (S, A) slice is non-zero; it sums to 0.
+
+    Raises
+    ------
+    ValueError
+        On NaN/inf logits, mismatched shapes, or a state/action out of range.
+
+    Examples
+    --------
+    >>> score_function(np.zeros((2, 2)), 1, 0)
+    array([[ 0. ,  0. ],
+           [ 0.5, -0.5]])
+
+    See chapter 2 (why policy gradients need importance sampling).
+    """
+    pi = softmax_policy(logits)
+    S, A = pi.shape
+    s = np.asarray(states)
+    a = np.asarray(actions)
+    if s.shape != a.shape:
+        raise ValueError(f"states and actions must have the same shape, got {s.shape} and {a.shape}")
+    if not (np.issubdtype(s.dtype, np.integer) and np.issubdtype(a.dtype, np.integer)):
+        raise ValueError("states and actions must be integer arrays")
+    if np.any((s < 0) | (s >= S)):
+        raise ValueError(f"states must lie in [0, {S})")
+    if np.any((a < 0) | (a >= A)):
+        raise ValueError(f"actions must lie in [0, {A})")
+    out = np.zeros(s.shape + (S, A))
+    flat = out.reshape(-1, S, A)
+    k = np.arange(flat.shape[0])
+    sf, af = s.ravel(), a.ravel()
+    flat[k, sf, :] = -pi[sf]
+    flat[k, sf, af] += 1.0
+    return out
+
+
+def reinforce_gradient(traj, logits, gamma, *, check_on_policy=True):
+    r"""On-policy REINFORCE with reward-to-go.
+
+    .. math::
+
+        \hat g = \frac1n \sum_{i=1}^n \sum_t \nabla \log \pi(a^i_t \mid s^i_t)\, G^i_t, \qquad
+        G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'}.
+
+    Unbiased for :math:`\nabla J(\pi)` when the episodes were drawn from :math:`\pi` itself.
+
+    Parameters
+    ----------
+    traj : Trajectories
+        Episodes (n, T), ideally sampled from ``pi``.
+    logits : array_like, shape (S, A)
+        Logits of ``pi``.
+    gamma : float
+        Discount in [0, 1].
+    check_on_policy : bool, default True
+        Raise if ``traj.logp_behavior`` differs from ``log pi`` on some step (set False to
+        demonstrate what goes wrong on off-policy data).
+
+    Returns
+    -------
+    GradientEstimate
+
+    Raises
+    ------
+    ValueError
+        On malformed trajectories, or off-policy data when ``check_on_policy`` is True.
+
+    Examples
+    --------
+    >>> from companion.mdp import random_mdp, sample_trajectories, softmax_policy
+    >>> mdp = random_mdp(3, 2, rng=0)
+    >>> logits = np.zeros((3, 2))
+    >>> traj = sample_trajectories(mdp, softmax_policy(logits), n=100, horizon=4, rng=1)
+    >>> reinforce_gradient(traj, logits, gamma=mdp.gamma).terms.shape
+    (100, 3, 2)
+
+    See chapter 2 (policy gradients).
+    """
+    pi, gamma = _check_traj(traj, logits, gamma)
+    if check_on_policy:
+        diff = np.abs(_log_pi(pi, traj) - traj.logp_behavior)
+        if np.any(diff[traj.mask] > 1e-8):
+            i, t = (int(x) for x in np.argwhere(traj.mask & (diff > 1e-8))[0])
+            raise ValueError(f"traj was not sampled from pi: log-probabilities differ at trajectory "
+                             f"{i}, step {t} (pass check_on_policy=False to allow this)")
+    coef = _reward_to_go(_discounted_rewards(traj, gamma))
+    return GradientEstimate.from_terms(
+        _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
+
+
+def outline_offpolicy_gradient(traj, logits, gamma):
+    r"""The outline's off-policy gradient: prefix weight times the *behaviour's* reward-to-go.
+
+    .. math::
+
+        \hat g = \frac1n \sum_i \sum_t \rho^i_{0:t}\, \nabla \log \pi(a^i_t \mid s^i_t)\, G^i_t .
+
+    Biased in general: the rewards after ``t`` were produced by :math:`\mu`, so
+
+    .. math::
+
+        \mathbb{E}_\mu[\hat g] = \sum_t \gamma^t\, \mathbb{E}_{s_t, a_t \sim \pi}
+            \big[\nabla \log \pi(a_t|s_t)\, Q^\mu_t(s_t, a_t)\big] \ne \nabla J(\pi)
+
+    (see :func:`outline_gradient_expectation`). It is unbiased when ``pi = mu``.
+
+    Parameters
+    ----------
+    traj : Trajectories
+        Episodes from the behaviour ``mu`` (``traj.logp_behavior`` is used).
+    logits : array_like, shape (S, A)
+    gamma : float
+
+    Returns
+    -------
+    GradientEstimate
+
+    Raises
+    ------
+    ValueError
+        On malformed trajectories or an overflowing weight.
+
+    Examples
+    --------
+    >>> from companion.mdp import random_mdp, sample_trajectories, uniform_policy
+    >>> mdp = random_mdp(3, 2, rng=0)
+    >>> traj = sample_trajectories(mdp, uniform_policy(3, 2), n=50, horizon=4, rng=1)
+    >>> outline_offpolicy_gradient(traj, np.ones((3, 2)), mdp.gamma).estimate.shape
+    (3, 2)
+
+    See chapter 3 (the off-policy policy gradient) and chapter 5.
+    """
+    pi, gamma = _check_traj(traj, logits, gamma)
+    coef = _prefix_rho(pi, traj) * _reward_to_go(_discounted_rewards(traj, gamma))
+    return GradientEstimate.from_terms(
+        _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
+
+
+def per_decision_gradient(traj, logits, gamma):
+    r"""Unbiased per-decision off-policy gradient: each reward weighted by its own prefix.
+
+    .. math::
+
+        \hat g = \frac1n \sum_i \sum_t \nabla \log \pi(a^i_t \mid s^i_t)
+                 \sum_{t' \ge t} \gamma^{t'} \rho^i_{0:t'}\, r^i_{t'} .
+
+    Unbiased for :math:`\nabla J(\pi)` (finite horizon, or episodes that all terminate within
+    ``T``) whenever :math:`\mu > 0` wherever :math:`\pi > 0`.
+
+    Parameters
+    ----------
+    traj : Trajectories
+    logits : array_like, shape (S, A)
+    gamma : float
+
+    Returns
+    -------
+    GradientEstimate
+
+    Raises
+    ------
+    ValueError
+        On malformed trajectories or an overflowing weight.
+
+    Examples
+    --------
+    >>> from companion.mdp import random_mdp, sample_trajectories, uniform_policy
+    >>> mdp = random_mdp(3, 2, rng=0)
+    >>> traj = sample_trajectories(mdp, uniform_policy(3, 2), n=50, horizon=4, rng=1)
+    >>> g = per_decision_gradient(traj, np.zeros((3, 2)), mdp.gamma)
+    >>> bool(np.allclose(g.estimate.sum(axis=1), 0.0))
+    True
+
+    See chapter 5 (per-decision weights).
+    """
+    pi, gamma = _check_traj(traj, logits, gamma)
+    coef = _reward_to_go(_prefix_rho(pi, traj) * _discounted_rewards(traj, gamma))
+    return GradientEstimate.from_terms(
+        _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
+
+
+def trajectory_is_gradient(traj, logits, gamma):
+    r"""Full-trajectory importance-sampled policy gradient.
+
+    .. math::
+
+        \hat g = \frac1n \sum_i \rho^i_{0:T_i - 1} \sum_t \nabla \log \pi(a^i_t \mid s^i_t)\, G^i_t,
+        \qquad G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'} .
+
+    Unbiased, with a variance that grows with the length of the episode (chapter 4).
+
+    Parameters
+    ----------
+    traj : Trajectories
+    logits : array_like, shape (S, A)
+    gamma : float
+
+    Returns
+    -------
+    GradientEstimate
+
+    Raises
+    ------
+    ValueError
+        On malformed trajectories or an overflowing weight.
+
+    Examples
+    --------
+    >>> from companion.mdp import random_mdp, sample_trajectories, uniform_policy
+    >>> mdp = random_mdp(3, 2, rng=0)
+    >>> traj = sample_trajectories(mdp, uniform_policy(3, 2), n=50, horizon=4, rng=1)
+    >>> trajectory_is_gradient(traj, np.zeros((3, 2)), mdp.gamma).n
+    50
+
+    See chapter 3 (trajectory weights).
+    """
+    pi, gamma = _check_traj(traj, logits, gamma)
+    rho = _prefix_rho(pi, traj)
+    last = np.maximum(traj.mask.sum(axis=1) - 1, 0)
+    w = rho[np.arange(traj.n), last] * traj.mask[:, 0]
+    coef = w[:, None] * _reward_to_go(_discounted_rewards(traj, gamma))
+    return GradientEstimate.from_terms(
+        _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
+
+
+def _advantage_per_step(traj, advantages, advantage_table):
+    if (advantages is None) == (advantage_table is None):
+        raise ValueError("pass exactly one of advantages (n, T) or advantage_table "
+                         "((S, A) or (T, S, A))")
+    if advantages is not None:
+        adv = np.asarray(advantages, dtype=float)
+        if adv.shape != traj.states.shape:
+            raise ValueError(f"advantages must have shape (n, T) = {traj.states.shape}, "
+                             f"got {adv.shape}")
+        if not np.all(np.isfinite(adv[traj.mask])):
+            i, t = (int(x) for x in np.argwhere(traj.mask & ~np.isfinite(adv))[0])
+            raise ValueError(f"advantages is NaN or inf at trajectory {i}, step {t}")
+        return np.where(traj.mask, adv, 0.0)
+    table = _finite_array(advantage_table, "advantage_table")
+    if table.ndim == 2:
+        return np.where(traj.mask, table[traj.states, traj.actions], 0.0)
+    if table.ndim == 3:
+        if table.shape[0] < traj.horizon:
+            raise ValueError(f"advantage_table has {table.shape[0]} time steps, traj needs "
+                             f"{traj.horizon}")
+        t = np.broadcast_to(np.arange(traj.horizon), traj.states.shape)
+        return np.where(traj.mask, table[t, traj.states, traj.actions], 0.0)
+    raise ValueError(f"advantage_table must have shape (S, A) or (T, S, A), got {table.shape}")
+
+
+def surrogate_gradient(traj, logits, gamma, *, advantages=None, advantage_table=None):
+    r"""Single-step surrogate gradient (CPI / TRPO / PPO): one ratio per step, behaviour advantage.
+
+    .. math::
+
+        \hat g = \frac1n \sum_i \sum_t \gamma^t\, \rho^i_t\, \nabla \log \pi(a^i_t \mid s^i_t)\,
+                 A^\mu_t(s^i_t, a^i_t), \qquad \rho_t = \frac{\pi(a_t|s_t)}{\mu(a_t|s_t)} .
+
+    Unbiased for the gradient of the local approximation :func:`surrogate_objective`
+    :math:`L_\mu(\pi)`, **not** of :math:`J(\pi)`: states are still visited as under :math:`\mu`.
+    The two gradients agree at :math:`\pi = \mu`. (Practical PPO/TRPO code also drops
+    :math:`\gamma^t`.)
+
+    Parameters
+    ----------
+    traj : Trajectories
+        Episodes from ``mu``.
+    logits : array_like, shape (S, A)
+        Logits of ``pi``.
+    gamma : float
+    advantages : array_like, shape (n, T), optional
+        Per-step advantage estimates (e.g. from GAE).
+    advantage_table : array_like, shape (S, A) or (T, S, A), optional
+        Exact advantages ``A^mu`` (``policy_quantities(mdp, mu, horizon).A``); time-indexed for a
+        finite horizon. Exactly one of ``advantages`` / ``advantage_table`` is required.
+
+    Returns
+    -------
+    GradientEstimate
+
+    Raises
+    ------
+    ValueError
+        On malformed trajectories, missing or badly shaped advantages.
+
+    Examples
+    --------
+    >>> from companion.mdp import random_mdp, sample_trajectories, uniform_policy, policy_quantities
+    >>> mdp = random_mdp(3, 2, rng=0)
+    >>> mu = uniform_policy(3, 2)
+    >>> A_mu = policy_quantities(mdp, mu, horizon=4).A
+    >>> traj = sample_trajectories(mdp, mu, n=50, horizon=4, rng=1)
+    >>> surrogate_gradient(traj, np.zeros((3, 2)), mdp.gamma, advantage_table=A_mu).n
+    50
+
+    See chapter 5 (the single-step surrogate).
+    """
+    pi, gamma = _check_traj(traj, logits, gamma)
+    adv = _advantage_per_step(traj, advantages, advantage_table)
+    rho_t = np.where(traj.mask, np.exp(_log_pi(pi, traj) - traj.logp_behavior), 0.0)
+    coef = (gamma ** np.arange(traj.horizon)) * rho_t * adv
+    return GradientEstimate.from_terms(
+        _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
+
+
+def _check_mdp(mdp):
+    if not isinstance(mdp, TabularMDP):
+        raise ValueError(f"mdp must be a companion.mdp.TabularMDP, got {type(mdp).__name__}")
+
+
+def _weighted_by_time(mdp, pi, qmu, H, values):
+    """sum_t gamma^t sum_s d_t(s) values_t(s) with the behaviour's occupancy."""
+    if H is None:
+        return qmu.d @ values
+    disc = mdp.gamma ** np.arange(H)
+    return np.einsum("t,ts,ts->", disc, qmu.occupancy, values)
+
+
+def surrogate_objective(mdp, pi, mu, horizon=None):
+    r"""Kakade-Langford / TRPO local approximation :math:`L_\mu(\pi)` of :math:`J(\pi)`, exactly.
+
+    .. math::
+
+        L_\mu(\pi) = J(\mu) + \sum_t \gamma^t\, \mathbb{E}_{s \sim d^\mu_t}
+                     \sum_a \pi(a \mid s)\, A^\mu_t(s, a),
+
+    with :math:`d^\mu_t(s) = \Pr_\mu(s_t = s)`. It uses the behaviour's state distribution, so
+    :math:`L_\mu(\mu) = J(\mu)` and :math:`\nabla L_\mu(\pi)|_{\pi=\mu} = \nabla J(\pi)|_{\pi=\mu}`:
+    the two agree to first order at :math:`\pi = \mu` and drift apart as :math:`\pi` moves away.
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    pi, mu : array_like, shape (S, A)
+        New and old (behaviour) policies.
+    horizon : int, optional
+        Finite horizon ``H`` (time-indexed ``A^mu_t``) or None (stationary).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If a policy is invalid for ``mdp`` or as :func:`companion.mdp.policy_quantities`.
+
+    Examples
+    --------
+    >>> from companion.mdp import random_mdp, uniform_policy, policy_value
+    >>> mdp = random_mdp(3, 2, rng=0)
+    >>> mu = uniform_policy(3, 2)
+    >>> bool(np.isclose(surrogate_objective(mdp, mu, mu), policy_value(mdp, mu)))
+    True
+
+    See chapter 5 (the surrogate objective).
+    """
+    _check_mdp(mdp)
+    pi = _check_policy(pi, mdp, "pi")
+    mu = _check_policy(mu, mdp, "mu")
+    H = _check_horizon(horizon)
+    qmu = policy_quantities(mdp, mu, H)
+    gain = np.einsum("sa,...sa->...s", pi, qmu.A)
+    return float(qmu.J + _weighted_by_time(mdp, pi, qmu, H, gain))
+
+
+def surrogate_gradient_exact(mdp, logits, mu, horizon=None):
+    r"""Exact gradient of :func:`surrogate_objective` with respect to the logits of ``pi``.
+
+    .. math::
+
+        \frac{\partial L_\mu}{\partial \theta_{s a}} = \sum_t \gamma^t d^\mu_t(s)\, \pi(a \mid s)
+        \Big(A^\mu_t(s, a) - \sum_b \pi(b \mid s) A^\mu_t(s, b)\Big).
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    logits : array_like, shape (S, A)
+        Logits of ``pi``.
+    mu : array_like, shape (S, A)
+    horizon : int, optional
+
+    Returns
+    -------
+    ndarray, shape (S, A)
+
+    Raises
+    ------
+    ValueError
+        As :func:`surrogate_objective`.
+
+    Examples
+    --------
+    >>> from companion.mdp import random_mdp, softmax_policy, policy_gradient_exact
+    >>> mdp = random_mdp(3, 2, rng=0)
+    >>> theta = np.zeros((3, 2))
+    >>> g = surrogate_gradient_exact(mdp, theta, softmax_policy(theta))
+    >>> bool(np.allclose(g, policy_gradient_exact(mdp, theta)))
+    True
+
+    See chapter 5.
+    """
+    _check_mdp(mdp)
+    pi = softmax_policy(logits)
+    pi = _check_policy(pi, mdp, "softmax(logits)")
+    mu = _check_policy(mu, mdp, "mu")
+    H = _check_horizon(horizon)
+    qmu = policy_quantities(mdp, mu, H)
+    centred = qmu.A - np.einsum("sa,...sa->...s", pi, qmu.A)[..., None]
+    if H is None:
+        return qmu.d[:, None] * pi * centred
+    disc = mdp.gamma ** np.arange(H)
+    return np.einsum("t,ts,sa,tsa->sa", disc, qmu.occupancy, pi, centred)
+
+
+def outline_gradient_expectation(mdp, logits, mu, horizon=None):
+    r"""Exact expectation of :func:`outline_offpolicy_gradient` (it uses :math:`Q^\mu`, not
+    :math:`Q^\pi`).
+
+    .. math::
+
+        \mathbb{E}_\mu[\hat g]_{s a} = \sum_t \gamma^t \Pr_\pi(s_t = s)\, \pi(a \mid s)
+        \Big(Q^\mu_t(s, a) - \sum_b \pi(b \mid s) Q^\mu_t(s, b)\Big).
+
+    Compare with :func:`companion.mdp.policy_gradient_exact`, which has :math:`Q^\pi` in its place:
+    the difference is the bias of the outline's estimator.
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    logits : array_like, shape (S, A)
+        Logits of the target ``pi``.
+    mu : array_like, shape (S, A)
+        Behaviour policy.
+    horizon : int, optional
+
+    Returns
+    -------
+    ndarray, shape (S, A)
+
+    Raises
+    ------
+    ValueError
+        As :func:`surrogate_objective`.
+
+    Examples
+    --------
+    >>> from companion.mdp import random_mdp, softmax_policy, policy_gradient_exact
+    >>> mdp = random_mdp(3, 2, rng=0)
+    >>> theta = np.zeros((3, 2))
+    >>> g = outline_gradient_expectation(mdp, theta, softmax_policy(theta), horizon=5)
+    >>> bool(np.allclose(g, policy_gradient_exact(mdp, theta, horizon=5)))   # unbiased at pi = mu
+    True
+
+    See chapter 3 (the off-policy policy gradient).
+    """
+    _check_mdp(mdp)
+    pi = _check_policy(softmax_policy(logits), mdp, "softmax(logits)")
+    mu = _check_policy(mu, mdp, "mu")
+    H = _check_horizon(horizon)
+    qpi = policy_quantities(mdp, pi, H)
+    qmu = policy_quantities(mdp, mu, H)
+    centred = qmu.Q - np.einsum("sa,...sa->...s", pi, qmu.Q)[..., None]
+    if H is None:
+        return qpi.d[:, None] * pi * centred
+    disc = mdp.gamma ** np.arange(H)
+    return np.einsum("t,ts,sa,tsa->sa", disc, qpi.occupancy, pi, centred)
