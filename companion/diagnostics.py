@@ -1,0 +1,376 @@
+r"""Diagnostics for importance weights: effective sample size and Pareto :math:`\hat k`.
+
+* :func:`effective_sample_size` -- Kong's ESS, :math:`(\sum_i w_i)^2 / \sum_i w_i^2`.
+* :func:`pareto_khat` -- the shape estimate of Pareto-smoothed importance sampling (PSIS,
+  Vehtari et al. 2015/2024), which measures how heavy the right tail of the weights is.
+* :func:`khat_threshold` -- the sample-size-dependent reliability threshold for :math:`\hat k`.
+* :func:`weight_report` -- all of the above in one object that renders as an HTML table in a
+  notebook and as text in a terminal.
+
+Every function accepts log weights (``log=True``), so weights of any size never overflow.
+
+See chapter 1 (effective sample size) and chapter 4 (the variance problem).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import logsumexp
+
+from ._validation import check_weights
+
+__all__ = [
+    "effective_sample_size",
+    "pareto_khat",
+    "khat_threshold",
+    "WeightReport",
+    "weight_report",
+]
+
+_MIN_TAIL = 5  # a generalized Pareto fit needs at least five tail draws (as in ArviZ and loo)
+
+
+def _log_weights(w, log: bool) -> np.ndarray:
+    arr = check_weights(w, "w", log=log)
+    if log:
+        return arr
+    with np.errstate(divide="ignore"):
+        return np.log(arr)
+
+
+def effective_sample_size(w, log: bool = False) -> float:
+    r"""Kong's effective sample size of importance weights.
+
+    .. math::
+
+        \mathrm{ESS} = \frac{\bigl(\sum_{i=1}^n w_i\bigr)^2}{\sum_{i=1}^n w_i^2}
+        = \frac{1}{\sum_i \bar w_i^2}, \qquad \bar w_i = \frac{w_i}{\sum_j w_j},
+
+    computed from log weights with log-sum-exp. :math:`1 \le \mathrm{ESS} \le n`, with
+    :math:`\mathrm{ESS} = n` exactly when all weights are equal and :math:`\mathrm{ESS} = 1`
+    when one weight carries everything.
+
+    Parameters
+    ----------
+    w : array_like, shape (n,)
+        Weights :math:`w_i \ge 0` (not all zero), or log weights if ``log=True``.
+    log : bool, default False
+        Whether ``w`` holds log weights (``-inf`` allowed).
+
+    Returns
+    -------
+    float
+        The ESS, in :math:`[1, n]`.
+
+    Raises
+    ------
+    ValueError
+        If ``w`` is empty or not 1-D, holds NaN or inf (``+inf`` for log weights), negative
+        weights, or only zeros.
+
+    Examples
+    --------
+    >>> effective_sample_size([1.0, 1.0, 1.0, 1.0])
+    4.0
+    >>> round(effective_sample_size([1.0, 0.0, 0.0, 3.0]), 4)  # 16 / 10
+    1.6
+    >>> effective_sample_size([2000.0, 2000.0], log=True)
+    2.0
+
+    See chapter 1 (effective sample size) and chapter 4 (the variance problem).
+    """
+    lw = _log_weights(w, log)
+    n = lw.shape[0]
+    wb = np.exp(lw - lw.max())  # largest is exactly 1; equal weights give exactly n
+    ess = float(wb.sum() ** 2 / (wb @ wb))
+    return min(max(ess, 1.0), float(n))  # clamp rounding just outside [1, n]
+
+
+def khat_threshold(n) -> float:
+    r"""Sample-size-dependent threshold for the Pareto :math:`\hat k` diagnostic.
+
+    .. math::
+
+        k_{\text{thr}}(S) = \min\Bigl(1 - \frac{1}{\log_{10} S},\; 0.7\Bigr).
+
+    Below it, :math:`S` draws are enough for a reliable importance sampling estimate (Vehtari et
+    al. 2024, section 3.2.3). The cap 0.7 applies from :math:`S \approx 2200` on.
+
+    Parameters
+    ----------
+    n : int
+        Sample size :math:`S \ge 2`.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is not an integer >= 2.
+
+    Examples
+    --------
+    >>> khat_threshold(100)
+    0.5
+    >>> khat_threshold(10_000)
+    0.7
+
+    See chapter 4 (the variance problem).
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
+        raise ValueError(f"n: sample size must be an integer >= 2, got {n!r}")
+    return float(min(1.0 - 1.0 / math.log10(int(n)), 0.7))
+
+
+def _gpd_fit_zhang_stephens(x: np.ndarray) -> tuple[float, float]:
+    """Generalized Pareto fit to sorted exceedances ``x > 0`` (Zhang & Stephens 2009).
+
+    Empirical-Bayes posterior mean of ``b = -k/sigma`` over a grid of ``m = 30 + sqrt(n)``
+    points, then ``k`` from the profile, then the weakly-informative prior adjustment
+    ``k <- (n k + 10 * 0.5) / (n + 10)`` (Vehtari et al. 2024, appendix C; as ArviZ and loo).
+    Returns ``(k, sigma)``.
+    """
+    n = x.shape[0]
+    m = 30 + int(math.sqrt(n))
+    b = 1.0 - np.sqrt(m / (np.arange(1, m + 1, dtype=np.float64) - 0.5))
+    b /= 3.0 * x[int(n / 4 + 0.5) - 1]  # prior scale: first quartile
+    b += 1.0 / x[-1]
+    k = np.log1p(-b[:, None] * x[None, :]).mean(axis=1)
+    log_lik = n * (np.log(-b / k) - k - 1.0)
+    # posterior weights exp(L_j) / sum_l exp(L_l), written as 1 / sum_l exp(L_l - L_j)
+    post = 1.0 / np.exp(log_lik[None, :] - log_lik[:, None]).sum(axis=1)
+    keep = post >= 10 * np.finfo(np.float64).eps
+    post, b = post[keep], b[keep]
+    post /= post.sum()
+    b_hat = float(post @ b)
+    k_hat = float(np.log1p(-b_hat * x).mean())
+    sigma = -k_hat / b_hat
+    k_hat = (n * k_hat + 10 * 0.5) / (n + 10)
+    return k_hat, sigma
+
+
+def pareto_khat(w, log: bool = False) -> float:
+    r"""Pareto :math:`\hat k`: the tail shape of the importance weights (PSIS diagnostic).
+
+    A generalized Pareto distribution is fitted to the :math:`M` largest weights,
+
+    .. math::
+
+        M = \bigl\lceil \min(0.2\, S,\; 3 \sqrt{S}) \bigr\rceil, \qquad
+        p(w \mid w > u) = \frac{1}{\sigma}\Bigl(1 + k \frac{w - u}{\sigma}\Bigr)^{-1/k - 1},
+
+    where :math:`u` is the :math:`(M+1)`-th largest weight, with the Zhang & Stephens (2009)
+    empirical-Bayes estimator and the weakly-informative prior adjustment
+    :math:`\hat k \leftarrow (M \hat k + 5) / (M + 10)` (Vehtari et al. 2024). This follows
+    ``arviz.psislw`` (version 0.23) step by step with ``reff = 1``: weights are scaled by the
+    largest one, the threshold :math:`u` is at least the smallest positive float, and the tail is
+    every weight strictly above :math:`u`.
+
+    Reading it: :math:`\hat k < 1/2` finite variance; :math:`\hat k` below
+    :func:`khat_threshold` (:math:`S`) reliable; :math:`\hat k > 0.7` unreliable at any
+    practical sample size. The population :math:`k` is the smallest :math:`1/r` for which the
+    :math:`r`-th moment of the weights is infinite.
+
+    Parameters
+    ----------
+    w : array_like, shape (S,)
+        Weights :math:`w_i \ge 0`, or log weights if ``log=True``. Needs :math:`M \ge 5`,
+        i.e. :math:`S \ge 21`.
+    log : bool, default False
+        Whether ``w`` holds log weights.
+
+    Returns
+    -------
+    float
+        :math:`\hat k`. ``-inf`` when fewer than five weights lie strictly above the threshold
+        because the largest weights are tied (for example all weights equal, weights in
+        :math:`\{0, c\}` from a deterministic target policy, or weights truncated at :math:`c`):
+        then the weights have no tail at all, every moment is finite, and the estimate is
+        reliable as far as the tail is concerned. ArviZ returns ``+inf`` ("fit failed") in that
+        case; we deliberately differ, because a bounded weight distribution is the best case.
+
+    Raises
+    ------
+    ValueError
+        If ``w`` is empty, not 1-D, has fewer than 21 entries, holds NaN/inf, negative weights,
+        or only zeros.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> heavy = rng.pareto(1 / 0.8, size=20_000) + 1  # population k = 0.8
+    >>> round(pareto_khat(heavy), 1)
+    0.8
+    >>> pareto_khat(np.ones(100))
+    -inf
+
+    See chapter 4 (the variance problem).
+    """
+    lw = _log_weights(w, log)
+    S = lw.shape[0]
+    M = math.ceil(min(S / 5.0, 3.0 * math.sqrt(S)))
+    if M < _MIN_TAIL:
+        raise ValueError(
+            f"w: pareto_khat needs at least 21 weights (to fit the {_MIN_TAIL} largest), got {S}"
+        )
+    x = lw - lw.max()  # log weights relative to the largest (max 0)
+    x_sorted = np.sort(x)
+    log_u = max(float(x_sorted[-M - 1]), math.log(np.finfo(np.float64).tiny))
+    tail = x_sorted[x_sorted > log_u]
+    if tail.shape[0] < _MIN_TAIL or tail[0] == tail[-1]:
+        return -math.inf
+    exceed = np.exp(tail) - math.exp(log_u)
+    k, _ = _gpd_fit_zhang_stephens(exceed)
+    return float(k)
+
+
+_VERDICT_TEXT = {
+    "good": "reliable: k-hat is below the threshold for this sample size",
+    "more samples": "unreliable at this sample size: k-hat is above the threshold for n, "
+    "more samples (or a closer proposal) are needed",
+    "bad": "unreliable: k-hat > 0.7, the weights are so heavy-tailed that more samples will "
+    "hardly help; change the proposal (behaviour policy) or the estimator",
+    "no tail": "reliable as far as the tail goes: the largest weights are tied, so the "
+    "weights have no tail (k-hat = -inf)",
+    "too few": "too few weights to estimate k-hat (needs n >= 21); judge by the ESS alone",
+}
+
+
+@dataclass(frozen=True)
+class WeightReport:
+    """Summary of a batch of importance weights (see :func:`weight_report`).
+
+    Attributes
+    ----------
+    n : int
+        Number of weights.
+    ess : float
+        Kong's effective sample size.
+    ess_fraction : float
+        ``ess / n``.
+    max_share : float
+        Largest weight's share of the total, :math:`\\max_i w_i / \\sum_j w_j`.
+    khat : float
+        Pareto :math:`\\hat k` (NaN if ``n < 21``, ``-inf`` if the weights have no tail).
+    khat_threshold : float
+        :func:`khat_threshold` (n) (NaN if ``n < 2``).
+    verdict : str
+        Plain-words reading of the numbers.
+    """
+
+    n: int
+    ess: float
+    ess_fraction: float
+    max_share: float
+    khat: float
+    khat_threshold: float
+    verdict: str
+
+    def _rows(self) -> list[tuple[str, str]]:
+        return [
+            ("n", f"{self.n:,}"),
+            ("ESS", f"{self.ess:,.1f}"),
+            ("ESS / n", f"{self.ess_fraction:.3f}"),
+            ("largest weight's share", f"{self.max_share:.3g}"),
+            ("Pareto k-hat", f"{self.khat:.3f}"),
+            ("k-hat threshold", f"{self.khat_threshold:.3f}"),
+        ]
+
+    def __str__(self) -> str:
+        rows = self._rows()
+        width = max(len(k) for k, _ in rows)
+        lines = ["Importance weight report"]
+        lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+        lines.append(f"  verdict: {self.verdict}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        body = "".join(
+            f"<tr><td style='text-align:left'>{html.escape(k)}</td>"
+            f"<td style='text-align:right'>{html.escape(v)}</td></tr>"
+            for k, v in self._rows()
+        )
+        return (
+            "<table><caption>Importance weight report</caption>"
+            "<thead><tr><th>quantity</th><th>value</th></tr></thead>"
+            f"<tbody>{body}</tbody>"
+            f"<tfoot><tr><td colspan='2' style='text-align:left'><b>verdict:</b> "
+            f"{html.escape(self.verdict)}</td></tr></tfoot></table>"
+        )
+
+
+def weight_report(w, log: bool = False) -> WeightReport:
+    r"""Summarise importance weights: ESS, largest share, Pareto :math:`\hat k`, verdict.
+
+    .. math::
+
+        \mathrm{ESS} = \frac{(\sum_i w_i)^2}{\sum_i w_i^2}, \qquad
+        \text{max share} = \frac{\max_i w_i}{\sum_j w_j}, \qquad
+        \hat k \text{ vs. } \min\bigl(1 - 1/\log_{10} n,\; 0.7\bigr).
+
+    The verdict follows Vehtari et al. (2024): :math:`\hat k` at or below the threshold is
+    reliable; between the threshold and 0.7 needs more samples; above 0.7 is unreliable.
+
+    Parameters
+    ----------
+    w : array_like, shape (n,)
+        Weights, or log weights if ``log=True`` (use this for weights that would overflow).
+    log : bool, default False
+        Whether ``w`` holds log weights.
+
+    Returns
+    -------
+    WeightReport
+        Renders as an HTML table in a notebook (``_repr_html_``) and as text with ``print``.
+        For ``n < 21`` the k-hat fields are NaN and the verdict says so.
+
+    Raises
+    ------
+    ValueError
+        If ``w`` is empty or not 1-D, holds NaN/inf or negative weights, or only zeros.
+
+    Examples
+    --------
+    >>> report = weight_report([1.0] * 50)
+    >>> report.ess, report.max_share, report.khat
+    (50.0, 0.02, -inf)
+    >>> print(weight_report(np.arange(1.0, 101.0)))  # doctest: +NORMALIZE_WHITESPACE
+    Importance weight report
+      n                       100
+      ESS                     75.4
+      ESS / n                 0.754
+      largest weight's share  0.0198
+      Pareto k-hat            -0.405
+      k-hat threshold         0.500
+      verdict: reliable: k-hat is below the threshold for this sample size
+
+    See chapter 1 (effective sample size) and chapter 4 (the variance problem).
+    """
+    lw = _log_weights(w, log)
+    n = lw.shape[0]
+    ess = effective_sample_size(lw, log=True)
+    max_share = float(math.exp(lw.max() - logsumexp(lw)))
+    threshold = khat_threshold(n) if n >= 2 else math.nan
+    if n < 21:
+        khat, key = math.nan, "too few"
+    else:
+        khat = pareto_khat(lw, log=True)
+        if khat == -math.inf:
+            key = "no tail"
+        elif khat > 0.7:
+            key = "bad"
+        elif khat > threshold:
+            key = "more samples"
+        else:
+            key = "good"
+    verdict = _VERDICT_TEXT[key]
+    if ess / n < 0.1 and key in ("good", "no tail"):
+        verdict += f"; but only {100 * ess / n:.1f}% of the draws are effectively used"
+    return WeightReport(n, ess, ess / n, max_share, khat, threshold, verdict)
