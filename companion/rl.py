@@ -157,7 +157,8 @@ def make_vec_env(env_id: str, num_envs: int, seed: int = 0) -> gym.vector.Vector
 def _mlp(sizes, out_gain, generator):
     layers = []
     for i in range(len(sizes) - 1):
-        linear = nn.Linear(sizes[i], sizes[i + 1])
+        # skip_init: no default (global-RNG) initialisation before the orthogonal one below
+        linear = torch.nn.utils.skip_init(nn.Linear, sizes[i], sizes[i + 1])
         last = i == len(sizes) - 2
         nn.init.orthogonal_(linear.weight, gain=out_gain if last else math.sqrt(2.0),
                             generator=generator)
