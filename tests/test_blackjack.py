@@ -1,0 +1,177 @@
+"""Tests for companion.blackjack: exact DP values, the gymnasium-driven episodes and the simulator."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from companion.blackjack import (
+    EXAMPLE_5_4_STATE,
+    EXAMPLE_5_4_VALUE,
+    HIT,
+    STICK,
+    exact_second_moment,
+    exact_value,
+    example_5_4_policies,
+    gym_episodes,
+    ordinary_is_variance,
+    random_policy,
+    simulate_episodes,
+    threshold_policy,
+)
+
+PI, MU = example_5_4_policies()
+N_GYM = 5_000
+
+
+@pytest.fixture(scope="module")
+def gym_behaviour():
+    return gym_episodes(N_GYM, PI, MU, rng=2024)
+
+
+@pytest.fixture(scope="module")
+def sim_behaviour():
+    return simulate_episodes(400_000, PI, MU, rng=7)
+
+
+# ------------------------------------------------------------------ exact values
+def test_exact_value_matches_sutton_barto():
+    v = exact_value(PI)
+    assert abs(v - EXAMPLE_5_4_VALUE) < 1e-4
+    assert v == pytest.approx(-0.2772042, abs=5e-8)
+    # the state is not a natural, so Sutton & Barto's natural rule changes nothing
+    assert exact_value(PI, sab=True) == pytest.approx(v, abs=1e-15)
+
+
+def test_dealer_distribution_showing_two():
+    from companion.blackjack import _dealer_distribution, _dealer_final
+
+    dist, p_nat = _dealer_distribution(2)
+    assert dist.sum() == pytest.approx(1.0) and p_nat == 0.0
+    assert dist[0] == pytest.approx(0.3536, abs=5e-5)  # the textbook bust rate with a deuce up
+    score, _ = _dealer_final(np.random.default_rng(0), np.full(200_000, 2))
+    freq = np.bincount(score, minlength=22) / score.size
+    se = np.sqrt(dist * (1 - dist) / score.size)
+    assert np.all(np.abs(freq - dist) <= 4 * se + 1e-12)
+
+
+def test_on_policy_gymnasium_monte_carlo_agrees_with_exact_value():
+    ep = gym_episodes(4_000, PI, PI, rng=11)
+    G = ep.returns
+    se = G.std(ddof=1) / np.sqrt(G.size)
+    assert abs(G.mean() - exact_value(PI)) < 4 * se
+    np.testing.assert_array_equal(ep.log_weights, 0.0)  # on-policy: every ratio is 1
+    sticks = ep.mask & (ep.actions == STICK)
+    assert np.all(ep.player_sums[sticks] >= 20), "the target sticks only on 20 or 21"
+    hits = ep.mask & (ep.actions == HIT)
+    assert np.all(ep.player_sums[hits] < 20)
+
+
+def test_behaviour_value_and_random_deal_against_simulation():
+    ep = simulate_episodes(100_000, MU, MU, rng=3)
+    se = ep.returns.std(ddof=1) / np.sqrt(ep.returns.size)
+    assert abs(ep.returns.mean() - exact_value(MU)) < 4 * se
+    for sab in (False, True):
+        ep = simulate_episodes(100_000, PI, PI, rng=4, start=None, sab=sab)
+        se = ep.returns.std(ddof=1) / np.sqrt(ep.returns.size)
+        assert abs(ep.returns.mean() - exact_value(PI, start=None, sab=sab)) < 4 * se
+
+
+def test_natural_rules():
+    stick = threshold_policy(4)  # always stick
+    natural = (21, 10, True)     # ace + 10 against a ten showing
+    # Sutton & Barto: a natural wins unless the dealer also has one (hidden ace: 1/13)
+    assert exact_value(stick, natural, sab=True) == pytest.approx(12 / 13)
+    # gymnasium's default: a natural is an ordinary 21, so it also draws with a dealer's 21
+    assert exact_value(stick, natural, sab=False) < 12 / 13
+    for sab in (False, True):
+        g = gym_episodes(1_500, stick, stick, rng=5, start=natural, sab=sab).returns
+        s = simulate_episodes(200_000, stick, stick, rng=6, start=natural, sab=sab).returns
+        v = exact_value(stick, natural, sab=sab)
+        for x in (g, s):
+            assert abs(x.mean() - v) < 4 * x.std(ddof=1) / np.sqrt(x.size) + 1e-12
+
+
+# ------------------------------------------------------------------ off-policy quantities
+def test_second_moment_and_ordinary_is_against_simulation(sim_behaviour):
+    ep = sim_behaviour
+    x = np.exp(ep.log_weights) * ep.returns
+    v, m = exact_value(PI), exact_second_moment(PI, MU)
+    assert m == pytest.approx(10.2330548, abs=5e-7)
+    var = ordinary_is_variance(PI, MU)
+    assert var == pytest.approx(m - v**2)
+    # ordinary IS is unbiased, with the exact standard error sqrt(var / n)
+    assert abs(x.mean() - v) < 4 * np.sqrt(var / x.size)
+    assert abs((x**2).mean() - m) < 4 * (x**2).std(ddof=1) / np.sqrt(x.size)
+    # on-policy, the second moment is E[G^2] = Pr(not a draw)
+    p_draw = exact_second_moment(PI, PI)
+    assert 0 < p_draw < 1
+
+
+def test_episodes_feed_companion_estimators(sim_behaviour):
+    from companion.estimators import trajectory_is, weighted_trajectory_is
+
+    ep = sim_behaviour
+    est = trajectory_is(ep.rewards, ep.log_ratios, mask=ep.mask)
+    x = np.exp(ep.log_weights) * ep.returns
+    assert float(est) == pytest.approx(x.mean())
+    wis = weighted_trajectory_is(ep.rewards, ep.log_ratios, mask=ep.mask)
+    assert -1.0 <= float(wis) <= 1.0
+
+
+# ------------------------------------------------------------------ simulator vs gymnasium
+def _categories(ep):
+    """Joint category of (return, episode length, weight > 0): the return and log-weight law."""
+    L = np.minimum(ep.lengths, 5)
+    positive = np.isfinite(ep.log_weights)
+    return (ep.returns.astype(int) + 1) * 100 + L * 10 + positive
+
+
+def test_simulator_matches_gymnasium_distribution(gym_behaviour, sim_behaviour):
+    g, s = _categories(gym_behaviour), _categories(sim_behaviour)
+    cats = np.union1d(np.unique(g), np.unique(s))
+    cg = np.array([(g == c).sum() for c in cats])
+    cs = np.array([(s == c).sum() for c in cats])
+    # per-category two-sample check at 4 standard errors
+    pg, ps = cg / g.size, cs / s.size
+    p = (cg + cs) / (g.size + s.size)
+    se = np.sqrt(p * (1 - p) * (1 / g.size + 1 / s.size))
+    assert np.all(np.abs(pg - ps) <= 4 * se + 1e-12), list(zip(cats, pg, ps, strict=True))
+    # chi-square on the categories with enough counts (the rest pooled)
+    big = p * g.size >= 5  # categories expected at least 5 times in the smaller sample
+    table = np.array([np.append(cg[big], cg[~big].sum()), np.append(cs[big], cs[~big].sum())])
+    table = table[:, table.sum(0) > 0]
+    assert stats.chi2_contingency(table).pvalue > 1e-3
+    # the log ratios themselves: log 2 per step while the behaviour agreed, else -inf
+    for ep in (gym_behaviour, sim_behaviour):
+        lr = ep.log_ratios[ep.mask]
+        assert np.all(np.isclose(lr, np.log(2.0)) | (lr == -np.inf))
+        np.testing.assert_array_equal(ep.log_ratios[~ep.mask], 0.0)
+        assert not np.any(ep.mask[:, 1:] & ~ep.mask[:, :-1])
+        assert set(np.unique(ep.returns)) <= {-1.0, 0.0, 1.0}
+        assert np.all(ep.rewards[:, :-1][ep.mask[:, 1:]] == 0.0), "rewards only at the end"
+
+
+# ------------------------------------------------------------------ input checks
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="shape"):
+        exact_value(np.zeros((10, 11, 2)))
+    bad = random_policy(0.5)
+    bad[13, 2, 1] = 1.5
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+        simulate_episodes(10, PI, bad, rng=0)
+    bad[13, 2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        gym_episodes(1, PI, bad, rng=0)
+    with pytest.raises(ValueError, match="p_hit"):
+        random_policy(-0.1)
+    with pytest.raises(ValueError, match="probability 0 to an action target takes"):
+        exact_second_moment(PI, threshold_policy(18))
+    with pytest.raises(ValueError, match="usable ace"):
+        exact_value(PI, start=(11, 2, True))
+    with pytest.raises(ValueError, match="dealer_card"):
+        simulate_episodes(5, PI, MU, rng=0, start=(13, 11, True))
+    with pytest.raises(ValueError, match="n must be"):
+        simulate_episodes(0, PI, MU, rng=0)
+    with pytest.raises(ValueError, match="stick_on"):
+        threshold_policy(30)
+    assert EXAMPLE_5_4_STATE == (13, 2, True)
