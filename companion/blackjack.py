@@ -92,7 +92,7 @@ EXAMPLE_5_4_STATE = BlackjackState(player_sum=13, dealer_card=2, usable_ace=True
 """Sutton & Barto's Example 5.4: player sum 13 with a usable ace, dealer showing a deuce."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BlackjackEpisodes:
     """A batch of blackjack episodes padded to a common length ``T``, ready for
     ``companion.estimators`` (``trajectory_is(ep.rewards, ep.log_ratios, mask=ep.mask)``).
@@ -271,10 +271,12 @@ def _check_start(start):
         s, d, u = start
     except (TypeError, ValueError) as err:
         raise ValueError("start must be (player_sum, dealer_card, usable_ace) or None") from err
-    if int(d) != d or not 1 <= d <= 10:
+    for name, value in (("player_sum", s), ("dealer_card", d)):
+        if not isinstance(value, (int, np.integer, float, np.floating)) or not np.isfinite(value) \
+                or int(value) != value:
+            raise ValueError(f"start: {name} must be an integer, got {value!r}")
+    if not 1 <= d <= 10:
         raise ValueError(f"start: dealer_card must be an integer in [1, 10], got {d!r}")
-    if int(s) != s:
-        raise ValueError(f"start: player_sum must be an integer, got {s!r}")
     s, d, u = int(s), int(d), bool(u)
     if u:
         if not 12 <= s <= 21:

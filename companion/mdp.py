@@ -100,7 +100,7 @@ def _check_horizon(horizon):
 # ---------------------------------------------------------------------------------------------
 # the MDP type
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TabularMDP:
     r"""A finite MDP: transitions, rewards, discount, initial distribution, terminal states.
 
@@ -124,7 +124,7 @@ class TabularMDP:
         Distribution of ``s_0``; it must put no mass on terminal states.
     terminal : array_like of bool, shape (S,), optional
         ``True`` marks states that end the episode on entry (value 0). Their rows of ``P`` must still
-        be distributions but are never used.
+        be distributions but are never used. Stored as a boolean array (all False if None).
 
     Raises
     ------
@@ -208,7 +208,7 @@ class TabularMDP:
         return np.einsum("ijk,ijk->ij", self.P, self.R)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Trajectories:
     """A batch of ``n`` episodes padded to a common length ``T``.
 
@@ -264,7 +264,7 @@ class Trajectories:
         return np.where(self.mask, out, 0.0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PolicyQuantities:
     """Exact quantities of a policy on a :class:`TabularMDP` (see :func:`policy_quantities`).
 

@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GradientEstimate:
     """A Monte Carlo estimate of a gradient with respect to (S, A) logits.
 
