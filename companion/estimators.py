@@ -192,11 +192,12 @@ def _returns_and_log_weights(r, lr, gamma, m):
     zero_discount = bool((d == 0).any())  # BLAS may skip NaN rewards times a zero discount
     G = np.empty(n)
     lw = np.empty(n)
-    for sl, rb, lb in _blocks(r, lr, m):
-        np.matmul(rb, d, out=G[sl])
-        np.sum(lb, axis=1, out=lw[sl])
-        if zero_discount:
-            check_finite(rb, "rewards")
+    with np.errstate(invalid="ignore", over="ignore"):  # bad values are reported below
+        for sl, rb, lb in _blocks(r, lr, m):
+            np.matmul(rb, d, out=G[sl])
+            np.sum(lb, axis=1, out=lw[sl])
+            if zero_discount:
+                check_finite(rb, "rewards")
     if not (_ok_log_weight(lw) and np.all(np.isfinite(G))):
         _raise_bad_inputs(r, lr, m)
         if not np.all(np.isfinite(G)):

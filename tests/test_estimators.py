@@ -1,0 +1,361 @@
+"""Tests for companion.estimators: closed forms, loop references, stability, unbiasedness."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from companion import estimators as est_mod
+from companion.estimators import (
+    Estimate,
+    ordinary_is,
+    per_decision_is,
+    trajectory_is,
+    weighted_is,
+    weighted_per_decision_is,
+    weighted_trajectory_is,
+)
+
+SETTINGS = settings(max_examples=40, derandomize=True, deadline=None)
+OPE = [trajectory_is, weighted_trajectory_is, per_decision_is, weighted_per_decision_is]
+
+
+# --- plain-Python references (written independently of the vectorised code) -------------------
+
+
+def ref_ope(rewards, log_ratios, gamma, lengths):
+    """All four estimates and the per-trajectory terms with explicit loops and math.exp."""
+    n = len(rewards)
+    horizon = len(rewards[0])
+    w, G, pd = [], [], []
+    for i in range(n):
+        lw, g, p, disc = 0.0, 0.0, 0.0, 1.0
+        for t in range(lengths[i]):
+            lw += log_ratios[i][t]
+            g += disc * rewards[i][t]
+            p += disc * math.exp(lw) * rewards[i][t]
+            disc *= gamma
+        w.append(math.exp(lw))
+        G.append(g)
+        pd.append(p)
+    ois = sum(wi * gi for wi, gi in zip(w, G, strict=True)) / n
+    wis = sum(wi * gi for wi, gi in zip(w, G, strict=True)) / sum(w)
+    pdis = sum(pd) / n
+    wpdis, disc = 0.0, 1.0
+    for t in range(horizon):
+        num = den = 0.0
+        for i in range(n):
+            prefix = sum(log_ratios[i][k] for k in range(min(t + 1, lengths[i])))
+            r = rewards[i][t] if t < lengths[i] else 0.0
+            num += math.exp(prefix) * r
+            den += math.exp(prefix)
+        wpdis += disc * num / den if den > 0 else 0.0
+        disc *= gamma
+    return {"ois": ois, "wis": wis, "pdis": pdis, "wpdis": wpdis, "w": w, "G": G, "pd": pd}
+
+
+def batch_strategy():
+    @st.composite
+    def batch(draw):
+        n = draw(st.integers(1, 6))
+        horizon = draw(st.integers(1, 6))
+        floats = st.floats(-3, 3, allow_nan=False)
+        rewards = draw(st.lists(st.lists(floats, min_size=horizon, max_size=horizon),
+                                min_size=n, max_size=n))
+        lr = draw(st.lists(st.lists(st.floats(-2, 2), min_size=horizon, max_size=horizon),
+                           min_size=n, max_size=n))
+        lengths = draw(st.lists(st.integers(1, horizon), min_size=n, max_size=n))
+        gamma = draw(st.sampled_from([0.0, 0.5, 0.9, 1.0]))
+        return np.array(rewards), np.array(lr), np.array(lengths), gamma
+    return batch()
+
+
+def mask_of(lengths, horizon):
+    return np.arange(horizon)[None, :] < np.asarray(lengths)[:, None]
+
+
+# --- plain expectations ------------------------------------------------------------------------
+
+
+def test_unit_weights_give_plain_mean():
+    f = np.array([1.0, 4.0, -2.0, 7.0])
+    for fn in (ordinary_is, weighted_is):
+        e = fn(f, np.ones(4))
+        assert e.estimate == pytest.approx(f.mean(), abs=1e-12)
+        assert e.stderr == pytest.approx(f.std(ddof=1) / 2.0, rel=1e-12) or fn is weighted_is
+        assert e.terms.mean() == pytest.approx(e.estimate)
+    # delta-method stderr with w = 1 is the plug-in sd / sqrt(n)
+    assert weighted_is(f, np.ones(4)).stderr == pytest.approx(f.std(ddof=0) / 2.0)
+
+
+def test_estimate_object():
+    e = ordinary_is([1.0, 3.0], [1.0, 1.0])
+    assert isinstance(e, Estimate) and float(e) == 2.0 and e.n == 2
+    assert "ordinary_is" in repr(e)
+    assert math.isnan(ordinary_is([1.0], [1.0]).stderr)  # documented: n == 1
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.floats(-100, 100), st.floats(0.01, 100)), min_size=1, max_size=30),
+       st.floats(1e-3, 1e3), st.floats(-700, 700))
+def test_weighted_is_invariant_to_scaling(pairs, scale, log_shift):
+    f = np.array([p[0] for p in pairs])
+    w = np.array([p[1] for p in pairs])
+    base = weighted_is(f, w).estimate
+    assert weighted_is(f, scale * w).estimate == pytest.approx(base, rel=1e-9, abs=1e-9)
+    assert weighted_is(f, np.log(w) + log_shift, log=True).estimate == pytest.approx(
+        base, rel=1e-9, abs=1e-9)
+    assert f.min() - 1e-9 <= base <= f.max() + 1e-9  # always inside the observed range
+
+
+def test_ordinary_is_log_weights_and_overflow():
+    assert ordinary_is([2.0, 2.0], np.log([0.5, 1.5]), log=True).estimate == pytest.approx(2.0)
+    with pytest.raises(ValueError, match=r"w:.*overflow"):
+        ordinary_is([1.0, 1.0], [0.0, 800.0], log=True)
+
+
+@pytest.mark.parametrize("fn", [ordinary_is, weighted_is])
+def test_plain_bad_input(fn):
+    with pytest.raises(ValueError, match=r"w:.*shape"):
+        fn([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match=r"f:.*NaN.*index 1"):
+        fn([1.0, np.nan], [1.0, 1.0])
+    with pytest.raises(ValueError, match=r"w:.*>= 0"):
+        fn([1.0, 1.0], [1.0, -1.0])
+    with pytest.raises(ValueError, match=r"f:.*empty"):
+        fn([], [])
+    with pytest.raises(ValueError, match=r"w:.*inf"):
+        fn([1.0, 1.0], [1.0, np.inf])
+    with pytest.raises(ValueError, match=r"w:.*all weights are zero"):
+        fn([1.0, 1.0], [0.0, 0.0])
+
+
+# --- OPE estimators vs the loop reference ------------------------------------------------------
+
+
+@SETTINGS
+@given(batch_strategy())
+def test_ope_matches_loop_reference(batch):
+    rewards, lr, lengths, gamma = batch
+    horizon = rewards.shape[1]
+    mask = mask_of(lengths, horizon)
+    garbage_r, garbage_lr = rewards.copy(), lr.copy()
+    garbage_r[~mask] = np.nan  # padding is ignored, whatever it holds
+    garbage_lr[~mask] = np.inf
+    ref = ref_ope(rewards.tolist(), lr.tolist(), gamma, lengths.tolist())
+    for r_in, lr_in in ((rewards, lr), (garbage_r, garbage_lr)):
+        got = {k: f(r_in, lr_in, gamma, mask) for k, f in
+               zip(["ois", "wis", "pdis", "wpdis"], OPE, strict=True)}
+        for key, e in got.items():
+            assert e.estimate == pytest.approx(ref[key], rel=1e-9, abs=1e-9), key
+            assert e.terms.mean() == pytest.approx(e.estimate, rel=1e-9, abs=1e-9), key
+            assert np.isfinite(e.stderr) or e.n == 1
+        np.testing.assert_allclose(got["ois"].terms,
+                                   np.multiply(ref["w"], ref["G"]), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(got["pdis"].terms, ref["pd"], rtol=1e-9, atol=1e-9)
+
+
+def test_block_boundaries(monkeypatch):
+    """Results do not depend on the block size used internally (online rescaling works)."""
+    rng = np.random.default_rng(3)
+    rewards = rng.random((50, 7))
+    lr = rng.normal(0, 1.0, (50, 7))
+    lr[37] += 30.0  # a later block holds far larger weights than the first
+    full = [f(rewards, lr, 0.9) for f in OPE]
+    monkeypatch.setattr(est_mod, "_BLOCK_ELEMS", 7 * 4)  # blocks of 4 rows
+    small = [f(rewards, lr, 0.9) for f in OPE]
+    for a, b in zip(full, small, strict=True):
+        assert a.estimate == pytest.approx(b.estimate, rel=1e-12)
+        assert a.stderr == pytest.approx(b.stderr, rel=1e-10)
+        np.testing.assert_allclose(a.terms, b.terms, rtol=1e-10)
+
+
+@SETTINGS
+@given(batch_strategy(), st.floats(-5, 5))
+def test_constant_reward(batch, c):
+    """Weighted estimators of a constant reward c give c * sum_t gamma^t exactly (any weights)."""
+    _, lr, _, gamma = batch
+    n, horizon = lr.shape
+    rewards = np.full((n, horizon), c)
+    expected = c * sum(gamma**t for t in range(horizon))
+    for fn in (weighted_trajectory_is, weighted_per_decision_is):
+        assert fn(rewards, lr, gamma).estimate == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    ones = np.zeros_like(lr)  # on-policy: every estimator is the plain average
+    for fn in OPE:
+        assert fn(rewards, ones, gamma).estimate == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def test_horizon_one_wpdis_equals_wis_and_last_reward_pdis_equals_is():
+    rng = np.random.default_rng(0)
+    f, lw = rng.normal(size=30), rng.normal(size=30)
+    a = weighted_per_decision_is(f[:, None], lw[:, None])
+    b = weighted_is(f, lw, log=True)
+    assert a.estimate == pytest.approx(b.estimate) and a.stderr == pytest.approx(b.stderr)
+    rewards = np.zeros((30, 4))
+    rewards[:, -1] = f
+    lr = rng.normal(size=(30, 4))
+    assert per_decision_is(rewards, lr).estimate == pytest.approx(trajectory_is(rewards, lr).estimate)
+
+
+def test_stderr_formulas():
+    rng = np.random.default_rng(1)
+    rewards, lr = rng.random((40, 5)), rng.normal(0, 0.5, (40, 5))
+    e = trajectory_is(rewards, lr, 0.9)
+    assert e.stderr == pytest.approx(np.std(e.terms, ddof=1) / math.sqrt(40))
+    w = np.exp(lr.sum(1))
+    G = rewards @ 0.9 ** np.arange(5)
+    e = weighted_trajectory_is(rewards, lr, 0.9)
+    assert e.stderr == pytest.approx(math.sqrt(np.sum((w * (G - e.estimate)) ** 2)) / w.sum())
+
+
+# --- long trajectories: no overflow or underflow -----------------------------------------------
+
+
+def test_10000_steps_ratios_1_2_or_0_8():
+    rng = np.random.default_rng(7)
+    n, horizon = 5, 10_000
+    ratios = rng.choice([1.2, 0.8], size=(n, horizon), p=[0.8, 0.2])
+    lr = np.log(ratios)
+    rewards = rng.random((n, horizon))
+    gamma = 0.9999
+    lw = lr.sum(axis=1)
+    assert lw.max() > 750  # the largest weight really is beyond float64
+    # reference in exact log-space arithmetic
+    G = rewards @ gamma ** np.arange(horizon)
+    shifted = [math.exp(x - max(lw)) for x in lw]
+    wis_ref = sum(s * g for s, g in zip(shifted, G, strict=True)) / sum(shifted)
+    assert weighted_trajectory_is(rewards, lr, gamma).estimate == pytest.approx(wis_ref, rel=1e-10)
+    prefix = np.cumsum(lr, axis=1)
+    wpdis_ref = 0.0
+    for t in range(horizon):
+        col = prefix[:, t] - prefix[:, t].max()
+        wpdis_ref += gamma**t * np.dot(np.exp(col), rewards[:, t]) / np.exp(col).sum()
+    e = weighted_per_decision_is(rewards, lr, gamma)
+    assert e.estimate == pytest.approx(wpdis_ref, rel=1e-10)
+    assert np.isfinite(e.stderr) and np.all(np.isfinite(e.terms))
+    # ordinary estimators: the weights cannot be represented -> a clear error, never inf/nan
+    for fn in (trajectory_is, per_decision_is):
+        with pytest.raises(ValueError, match=r"log_ratios:.*overflow.*weighted"):
+            fn(rewards, lr, gamma)
+
+
+def test_10000_steps_ratio_0_8_underflows_to_exact_zero():
+    lr = np.full((3, 10_000), math.log(0.8))
+    rewards = np.ones((3, 10_000))
+    e = trajectory_is(rewards, lr)  # true value 0.8**10000 * 10000 ~ 1e-965: 0.0 in float64
+    assert e.estimate == 0.0 and e.stderr == 0.0
+    # per-decision: the early steps still count; exact value sum_t 0.8**(t+1) = 4 (1 - 0.8**10000)
+    assert per_decision_is(rewards, lr).estimate == pytest.approx(4.0, rel=1e-12)
+    assert weighted_trajectory_is(rewards, lr).estimate == pytest.approx(10_000.0)
+    assert weighted_per_decision_is(rewards, lr).estimate == pytest.approx(10_000.0)
+
+
+def test_10000_steps_ratio_1_2_all_same_weighted_is_exact():
+    lr = np.full((3, 10_000), math.log(1.2))
+    rewards = np.tile(np.array([[1.0], [2.0], [3.0]]), (1, 10_000))
+    assert weighted_trajectory_is(rewards, lr).estimate == pytest.approx(20_000.0)
+    assert weighted_per_decision_is(rewards, lr).estimate == pytest.approx(20_000.0)
+
+
+# --- statistical unbiasedness on a synthetic problem -------------------------------------------
+
+MU = np.array([0.5, 0.3, 0.2])  # behaviour policy over 3 actions, the same at every step
+PI = np.array([0.2, 0.3, 0.5])  # target policy
+HORIZON = 4
+GAMMA = 0.9
+
+
+def synthetic_reward(actions):
+    """r_t = a_t + 1[a_t == a_{t-1}]: the return depends on the whole action sequence."""
+    rewards = actions.astype(float)
+    rewards[..., 1:] += actions[..., 1:] == actions[..., :-1]
+    return rewards
+
+
+def exact_value():
+    total = 0.0
+    for seq in itertools.product(range(3), repeat=HORIZON):
+        a = np.array(seq)
+        total += np.prod(PI[a]) * np.sum(GAMMA ** np.arange(HORIZON) * synthetic_reward(a))
+    return total
+
+
+def test_unbiased_on_synthetic_problem():
+    rng = np.random.default_rng(12345)
+    n = 20_000
+    actions = rng.choice(3, size=(n, HORIZON), p=MU)
+    rewards = synthetic_reward(actions)
+    lr = np.log(PI[actions]) - np.log(MU[actions])
+    v = exact_value()
+    for fn in (trajectory_is, per_decision_is):
+        e = fn(rewards, lr, GAMMA)
+        assert abs(e.estimate - v) < 4 * e.stderr, (fn.__name__, e, v)
+    # weighted: biased, O(1/n); at this n the bias is far below the standard error
+    for fn in (weighted_trajectory_is, weighted_per_decision_is):
+        e = fn(rewards, lr, GAMMA)
+        assert abs(e.estimate - v) < 4 * e.stderr, (fn.__name__, e, v)
+    # and per-decision IS has the smaller standard error here
+    assert per_decision_is(rewards, lr, GAMMA).stderr < trajectory_is(rewards, lr, GAMMA).stderr
+
+
+def test_stderr_is_calibrated_for_wpdis():
+    """The delta-method stderr of WPDIS matches the spread over independent repetitions."""
+    rng = np.random.default_rng(99)
+    reps, n = 200, 500
+    estimates, stderrs = [], []
+    for _ in range(reps):
+        actions = rng.choice(3, size=(n, HORIZON), p=MU)
+        lr = np.log(PI[actions]) - np.log(MU[actions])
+        e = weighted_per_decision_is(synthetic_reward(actions), lr, GAMMA)
+        estimates.append(e.estimate)
+        stderrs.append(e.stderr)
+    ratio = np.mean(stderrs) / np.std(estimates, ddof=1)
+    assert 0.8 < ratio < 1.2  # sd of a sd estimate from 200 reps is ~5%
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn", OPE)
+def test_ope_bad_input(fn):
+    r, lr = np.zeros((3, 4)), np.zeros((3, 4))
+    bad_r = r.copy()
+    bad_r[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"rewards:.*NaN.*trajectory 1, step 2"):
+        fn(bad_r, lr)
+    bad_r[1, 2] = np.inf
+    with pytest.raises(ValueError, match=r"rewards:.*inf.*trajectory 1, step 2"):
+        fn(bad_r, lr, 0.0)  # even where the discount is 0
+    bad_lr = lr.copy()
+    bad_lr[2, 0] = np.inf
+    with pytest.raises(ValueError, match=r"log_ratios:.*\+inf.*trajectory 2, step 0"):
+        fn(r, bad_lr)
+    bad_lr[2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"log_ratios:.*NaN.*trajectory 2, step 0"):
+        fn(r, bad_lr)
+    with pytest.raises(ValueError, match=r"log_ratios:.*shape"):
+        fn(r, lr[:, :3])
+    with pytest.raises(ValueError, match=r"rewards:.*empty"):
+        fn(np.zeros((0, 4)), np.zeros((0, 4)))
+    with pytest.raises(ValueError, match=r"rewards:.*2-D"):
+        fn(np.zeros(4), np.zeros(4))
+    with pytest.raises(ValueError, match=r"gamma:.*\[0, 1\]"):
+        fn(r, lr, gamma=1.5)
+    with pytest.raises(ValueError, match=r"mask:.*suffix.*trajectory 0"):
+        fn(r, lr, mask=np.array([[True, False, True, True]] * 3))
+
+
+@pytest.mark.parametrize("fn", [weighted_trajectory_is, weighted_per_decision_is])
+def test_weighted_all_zero_weights_raises(fn):
+    with pytest.raises(ValueError, match=r"log_ratios:.*weight zero.*0/0"):
+        fn(np.ones((2, 3)), np.full((2, 3), -np.inf))
+
+
+def test_wpdis_steps_nobody_reaches_contribute_zero():
+    # both trajectories leave the target's support at step 1: steps >= 1 contribute 0
+    lr = np.array([[0.0, -np.inf, 0.0], [0.0, -np.inf, 0.0]])
+    e = weighted_per_decision_is(np.ones((2, 3)), lr)
+    assert e.estimate == 1.0 and np.isfinite(e.stderr)
