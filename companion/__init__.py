@@ -14,11 +14,14 @@ _MODULES = (
     "estimators",
     "diagnostics",
     "mdp",
+    "bandits",
     "policy_gradient",
-    "blackjack",
+    "variance",
     "rl",
     "ppo",
     "trpo",
+    "blackjack",
+    "weighted",
     "traces",
 )
 
@@ -34,7 +37,7 @@ def _reexport(name):
         return
     for public in module.__all__:
         globals()[public] = getattr(module, public)
-    __all__.extend(module.__all__)
+    __all__.extend(name for name in module.__all__ if name not in __all__)
 
 
 for _name in _MODULES:
