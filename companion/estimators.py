@@ -30,8 +30,11 @@ including NaN). In the weighted per-decision estimator a finished trajectory the
 its final weight in the denominators of later steps.
 
 Implementation. The batch is processed in blocks of rows that fit in the CPU cache, so the
-temporaries (prefix sums, weights) never leave the cache and memory use stays at a few MB
-beyond the inputs. ``benchmarks/ope_estimators.py`` measures the speed.
+temporaries (prefix sums, weights) stay in the cache and memory use stays at a few MB beyond
+the inputs; the exception is :func:`weighted_per_decision_is`, which keeps one array of the
+input's size (the rescaled prefix weights) between its two passes. The cost is dominated by
+one ``exp`` per step for the per-decision estimators; ``benchmarks/ope_estimators.py``
+measures the speed.
 
 See chapters 1, 3, 5 and 8.
 """
@@ -62,8 +65,8 @@ __all__ = [
     "weighted_per_decision_is",
 ]
 
-#: Number of float64 elements per block (256 KiB); blocks stay in L2/L3 cache.
-_BLOCK_ELEMS = 1 << 15
+#: Number of float64 elements per block (1 MiB); blocks stay in the L2/L3 cache.
+_BLOCK_ELEMS = 1 << 17
 
 
 @dataclass(frozen=True, eq=False)
@@ -534,30 +537,35 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
     n, horizon = r.shape
     d, _ = _discounts(g, horizon)
-    buf = np.empty((max(1, _BLOCK_ELEMS // horizon), horizon))
 
-    # Pass 1: per-step sums A_t = sum_i W_it r_it and B_t = sum_i W_it, with
-    # W_it = exp(log rho_{i,0:t} - ref_t) and a running per-step maximum ref_t (rescaled
-    # whenever a later block raises it, like an online logsumexp).
+    # Pass 1: W_it = exp(log rho_{0:t} - ref_t), stored, and the per-step sums
+    # A_t = sum_i W_it r_it, B_t = sum_i W_it. ref_t is the running per-step maximum; when a
+    # later block raises it, the sums so far are rescaled (like an online logsumexp) and the
+    # stored blocks are rescaled lazily in pass 2 (block_refs remembers each block's ref).
+    W = np.empty((n, horizon))
     ref = np.full(horizon, -np.inf)
     A = np.zeros(horizon)
     B = np.zeros(horizon)
-    for _, rb, lb in _blocks(r, lr, m):
-        P = buf[: rb.shape[0]]
-        np.cumsum(lb, axis=1, out=P)
-        if not _ok_log_weight(P[:, -1]):
-            _raise_bad_inputs(r, lr, m)
-        new_ref = np.maximum(ref, P.max(axis=0))
-        grow = new_ref > ref
-        if grow.any():
-            scale = np.exp(ref[grow] - new_ref[grow])  # 0 where ref was -inf
-            A[grow] *= scale
-            B[grow] *= scale
-            ref = new_ref
-        P -= np.where(ref == -np.inf, 0.0, ref)
-        np.exp(P, out=P)
-        B += P.sum(axis=0)
-        A += np.einsum("ij,ij->j", P, rb)
+    block_refs = []
+    with np.errstate(invalid="ignore", over="ignore"):  # bad values are reported below
+        for sl, rb, lb in _blocks(r, lr, m):
+            P = W[sl]
+            np.cumsum(lb, axis=1, out=P)
+            if not _ok_log_weight(P[:, -1]):
+                _raise_bad_inputs(r, lr, m)
+            new_ref = np.maximum(ref, P.max(axis=0))
+            grow = new_ref > ref
+            if grow.any():
+                scale = np.exp(ref[grow] - new_ref[grow])  # 0 where ref was -inf
+                A[grow] *= scale
+                B[grow] *= scale
+                ref = new_ref
+            shift = np.where(ref == -np.inf, 0.0, ref)
+            block_refs.append(shift)
+            P -= shift
+            np.exp(P, out=P)
+            B += P.sum(axis=0)
+            A += np.einsum("ij,ij->j", P, rb)
     if not np.all(np.isfinite(A)):
         _raise_bad_inputs(r, lr, m)
     if B[0] == 0.0:
@@ -570,20 +578,19 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
     est = float(d @ r_hat)
     # c_t = gamma^t / mean_i W_it, so that terms_i = sum_t c_t W_it r_it has mean est.
     c = np.divide(n * d, B, out=np.zeros(horizon), where=reached)
-    c_r_hat = c * r_hat
+    final = np.where(ref == -np.inf, 0.0, ref)
 
-    # Pass 2: per-trajectory terms and delta-method influence values.
+    # Pass 2: per-trajectory terms and delta-method influence values from the stored W.
     terms = np.empty(n)
     centre = np.empty(n)
-    shift = np.where(ref == -np.inf, 0.0, ref)
-    for sl, rb, lb in _blocks(r, lr, m):
-        P = buf[: rb.shape[0]]
-        np.cumsum(lb, axis=1, out=P)
-        P -= shift
-        np.exp(P, out=P)
-        np.matmul(P, c_r_hat, out=centre[sl])
+    for (sl, rb, _), shift in zip(_blocks(r, lr, m), block_refs, strict=True):
+        # rescale the block to the final reference (shift <= final, except for steps where the
+        # block had only zero weights and shift is a placeholder 0: factor 1 times W = 0)
+        cb = c * np.exp(np.minimum(shift - final, 0.0))
+        P = W[sl]
+        np.matmul(P, cb * r_hat, out=centre[sl])
         P *= rb
-        np.matmul(P, c, out=terms[sl])
+        np.matmul(P, cb, out=terms[sl])
     psi = terms - centre
     se = float(np.sqrt(psi @ psi) / n) if n > 1 else float("nan")
     return Estimate(est, se, n, terms, "weighted_per_decision_is")

@@ -171,6 +171,14 @@ def test_block_boundaries(monkeypatch):
         assert a.estimate == pytest.approx(b.estimate, rel=1e-12)
         assert a.stderr == pytest.approx(b.stderr, rel=1e-10)
         np.testing.assert_allclose(a.terms, b.terms, rtol=1e-10)
+    # the first block has zero weight from step 1 on, later blocks tiny weights (log ~ -800)
+    lr2 = rng.normal(0, 1.0, (50, 7)) - 800.0 / 7
+    lr2[:4, 1] = -np.inf
+    small = weighted_per_decision_is(rewards, lr2, 0.9)
+    monkeypatch.setattr(est_mod, "_BLOCK_ELEMS", 1 << 17)
+    full = weighted_per_decision_is(rewards, lr2, 0.9)
+    assert np.isfinite(small.estimate) and small.estimate == pytest.approx(full.estimate, rel=1e-12)
+    np.testing.assert_allclose(small.terms, full.terms, rtol=1e-10)
 
 
 @SETTINGS

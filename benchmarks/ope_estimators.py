@@ -1,0 +1,183 @@
+"""Benchmark the off-policy evaluation estimators of ``companion.estimators``.
+
+For each estimator on a batch of N trajectories of T steps (float64) it reports
+
+* the time as a ratio to ``numpy.sum`` over its inputs (rewards and log-ratios) measured in the
+  same run: reading the inputs once is the memory-bound floor, so 1x is the best possible;
+* the speedup over a plain Python loop (nested ``for`` over trajectories and steps, ``math.exp``).
+  The loop is timed on a subset of trajectories and scaled linearly to N (the output says so).
+
+Goal: at most 4x the floor and at least 50x faster than the loop.
+
+Usage::
+
+    .venv/bin/python benchmarks/ope_estimators.py            # N=100,000, T=200
+    .venv/bin/python benchmarks/ope_estimators.py --n 20000  # quicker
+
+Memory: the two input arrays (2 * N * T * 8 bytes = 320 MB at the defaults) plus a few MB;
+the estimators work on cache-sized blocks of rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+
+from companion.estimators import (
+    per_decision_is,
+    trajectory_is,
+    weighted_per_decision_is,
+    weighted_trajectory_is,
+)
+
+# --- plain-Python references (the "loop" baseline) ----------------------------------------------
+
+
+def loop_trajectory_is(rewards, log_ratios, gamma):
+    total = 0.0
+    for r_i, lr_i in zip(rewards, log_ratios, strict=True):
+        g, disc, lw = 0.0, 1.0, 0.0
+        for r, lr in zip(r_i, lr_i, strict=True):
+            g += disc * r
+            lw += lr
+            disc *= gamma
+        total += math.exp(lw) * g
+    return total / len(rewards)
+
+
+def loop_weighted_trajectory_is(rewards, log_ratios, gamma):
+    lws, gs = [], []
+    for r_i, lr_i in zip(rewards, log_ratios, strict=True):
+        g, disc, lw = 0.0, 1.0, 0.0
+        for r, lr in zip(r_i, lr_i, strict=True):
+            g += disc * r
+            lw += lr
+            disc *= gamma
+        lws.append(lw)
+        gs.append(g)
+    top = max(lws)
+    num = den = 0.0
+    for lw, g in zip(lws, gs, strict=True):
+        w = math.exp(lw - top)
+        num += w * g
+        den += w
+    return num / den
+
+
+def loop_per_decision_is(rewards, log_ratios, gamma):
+    total = 0.0
+    for r_i, lr_i in zip(rewards, log_ratios, strict=True):
+        prefix, disc = 0.0, 1.0
+        for r, lr in zip(r_i, lr_i, strict=True):
+            prefix += lr
+            total += disc * math.exp(prefix) * r
+            disc *= gamma
+    return total / len(rewards)
+
+
+def loop_weighted_per_decision_is(rewards, log_ratios, gamma):
+    horizon = len(rewards[0])
+    prefixes = []
+    for lr_i in log_ratios:
+        p, row = 0.0, []
+        for lr in lr_i:
+            p += lr
+            row.append(p)
+        prefixes.append(row)
+    est, disc = 0.0, 1.0
+    for t in range(horizon):
+        top = max(row[t] for row in prefixes)
+        num = den = 0.0
+        for row, r_i in zip(prefixes, rewards, strict=True):
+            w = math.exp(row[t] - top)
+            num += w * r_i[t]
+            den += w
+        est += disc * num / den
+        disc *= gamma
+    return est
+
+
+ESTIMATORS = [
+    ("trajectory_is", trajectory_is, loop_trajectory_is),
+    ("weighted_trajectory_is", weighted_trajectory_is, loop_weighted_trajectory_is),
+    ("per_decision_is", per_decision_is, loop_per_decision_is),
+    ("weighted_per_decision_is", weighted_per_decision_is, loop_weighted_per_decision_is),
+]
+
+
+def best_time(fn, repeat):
+    best = math.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def make_batch(n, horizon, rng):
+    """Rewards in [0, 1) and log-ratios of a mild policy mismatch (weights stay representable)."""
+    rewards = rng.random((n, horizon))
+    log_ratios = rng.normal(-0.005, 0.1, size=(n, horizon))
+    return rewards, log_ratios
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000, help="number of trajectories")
+    parser.add_argument("--horizon", type=int, default=200, help="steps per trajectory")
+    parser.add_argument("--loop-n", type=int, default=2_000, help="trajectories for the loop")
+    parser.add_argument("--gamma", type=float, default=0.99)
+    parser.add_argument("--repeat", type=int, default=5, help="best of this many runs")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    rng = np.random.default_rng(args.seed)
+    rewards, log_ratios = make_batch(args.n, args.horizon, rng)
+    loop_n = min(args.loop_n, args.n)
+    r_list = rewards[:loop_n].tolist()
+    lr_list = log_ratios[:loop_n].tolist()
+
+    def floor():
+        np.sum(rewards)
+        np.sum(log_ratios)
+
+    best_time(floor, 2)  # warm up
+    t_floor = best_time(floor, args.repeat)
+    print(
+        f"OPE estimators on {args.n:,} trajectories x {args.horizon} steps (float64), "
+        f"gamma={args.gamma}, best of {args.repeat}"
+    )
+    print(
+        f"floor: numpy.sum over rewards and log_ratios = {t_floor * 1e3:.1f} ms "
+        f"({2 * rewards.nbytes / t_floor / 1e9:.1f} GB/s)"
+    )
+    print(
+        f"loop: plain Python timed once on {loop_n:,} trajectories and scaled linearly "
+        f"by {args.n / loop_n:g} to {args.n:,}"
+    )
+    print()
+    header = f"{'estimator':<26} {'time [ms]':>10} {'x floor':>8} {'loop [s]':>9} {'speedup':>8}  check"
+    print(header)
+    print("-" * len(header))
+    for name, fast, loop in ESTIMATORS:
+        best_time(lambda fast=fast: fast(rewards, log_ratios, args.gamma), 1)  # warm up
+        t_fast = best_time(lambda fast=fast: fast(rewards, log_ratios, args.gamma), args.repeat)
+        t0 = time.perf_counter()
+        ref = loop(r_list, lr_list, args.gamma)
+        t_loop = (time.perf_counter() - t0) * args.n / loop_n
+        sub = fast(rewards[:loop_n], log_ratios[:loop_n], args.gamma).estimate
+        ok = "ok" if math.isclose(sub, ref, rel_tol=1e-9, abs_tol=1e-12) else f"MISMATCH {sub} {ref}"
+        print(
+            f"{name:<26} {t_fast * 1e3:>10.1f} {t_fast / t_floor:>8.2f} {t_loop:>9.1f} "
+            f"{t_loop / t_fast:>7.0f}x  {ok}"
+        )
+    print()
+    print("x floor: time / floor (goal <= 4).  speedup: scaled loop time / time (goal >= 50).")
+    print("check: vectorised estimate on the loop subset equals the loop's (rel. tol 1e-9).")
+
+
+if __name__ == "__main__":
+    main()
