@@ -1,0 +1,1046 @@
+r"""Truncated importance-sampling traces: Retrace(:math:`\lambda`) and V-trace.
+
+Multi-step returns computed from another policy's data need importance ratios, and products
+of ratios have exploding variance (chapter 4). Retrace (Munos et al. 2016) and V-trace
+(Espeholt et al. 2018, IMPALA) cut the products off at one: every step multiplies the trace
+by a *truncated* ratio, so the trace never grows.
+
+Sample-based targets, on batches of trajectories of shape (n_trajectories, horizon):
+
+==============================  =============================================================
+:func:`retrace_targets`         :math:`Q^{\text{ret}}_t = r_t + \gamma \bar Q_{t+1}
+                                + \gamma c_{t+1} (Q^{\text{ret}}_{t+1} - Q(s_{t+1}, a_{t+1}))`,
+                                :math:`c_t = \lambda \min(\bar c, \rho_t)`
+:func:`vtrace_targets`          :math:`v_t = V(s_t) + \bar\rho_t \delta_t
+                                + \gamma c_t (v_{t+1} - V(s_{t+1}))`
+:func:`nstep_targets`           the uncorrected :math:`n`-step return (no ratios), for contrast
+==============================  =============================================================
+
+Exact expected operators on a tabular MDP (:class:`companion.mdp.TabularMDP`), which the tests
+and chapter 9 iterate to their fixed points:
+
+==============================  =============================================================
+:func:`trace_operator`          :math:`\mathcal R Q = Q + (I - \gamma P^{c\mu})^{-1}(T^\pi Q - Q)`
+                                for any trace table :math:`c(s, a)`
+:func:`retrace_operator`        the same with :math:`c = \lambda \min(\bar c, \pi / \mu)`
+:func:`vtrace_operator`         :math:`\mathcal R V = V + (I - \gamma M_c)^{-1} e_{\bar\rho}(V)`
+:func:`vtrace_policy`           :math:`\pi_{\bar\rho} \propto \min(\bar\rho \mu, \pi)`, whose value
+                                is V-trace's fixed point
+:func:`nstep_fixed_point`       fixed point of the uncorrected :math:`n`-step operator
+==============================  =============================================================
+
+Batch tabular policy evaluation from one fixed batch of behaviour data (a replay buffer):
+:func:`tabular_q_evaluation` (one-step, uncorrected :math:`n`-step or Retrace targets) and
+:func:`tabular_v_evaluation` (V-trace targets) repeat "compute the targets with the current
+table, replace each entry by the mean target of its visits" until the table stops changing.
+
+Conventions. Arrays follow :mod:`companion.estimators`: ``log_ratios`` holds
+:math:`\log\rho_t`, a boolean ``mask`` marks real steps and padding is a suffix. A step whose
+successor is terminal must carry a successor value of 0 (``v_next`` / ``next_values``); the
+last real step of a row is where the correction stops, and its successor value is the
+bootstrap. Targets are 0 on padded steps.
+
+See chapter 9 (on-policy versus off-policy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import (
+    as_float_array,
+    check_mask,
+    check_same_shape,
+    first_index,
+    raise_nonfinite,
+    where,
+)
+from .mdp import TabularMDP, Trajectories, _check_distribution_rows, _check_policy, _finite_array
+
+__all__ = [
+    "VTraceTargets",
+    "retrace_targets",
+    "vtrace_targets",
+    "nstep_targets",
+    "trace_operator",
+    "retrace_operator",
+    "vtrace_operator",
+    "vtrace_policy",
+    "nstep_fixed_point",
+    "tabular_q_evaluation",
+    "tabular_v_evaluation",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _check_gamma(gamma) -> float:
+    try:
+        g = float(gamma)
+    except (TypeError, ValueError):
+        raise ValueError(f"gamma: must be a number in [0, 1], got {gamma!r}") from None
+    if not 0.0 <= g <= 1.0:
+        raise ValueError(f"gamma: discount must be in [0, 1], got {gamma!r}")
+    return g
+
+
+def _check_level(value, name: str, allow_inf: bool = True) -> float:
+    """A truncation level or lambda: a positive number (inf allowed for levels)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: must be a positive number, got {value!r}") from None
+    if np.isnan(x) or x <= 0 or (not allow_inf and np.isinf(x)):
+        what = "a positive number" + ("" if allow_inf else " (finite)")
+        raise ValueError(f"{name}: must be {what}, got {value!r}")
+    return x
+
+
+def _check_lam(lam) -> float:
+    try:
+        x = float(lam)
+    except (TypeError, ValueError):
+        raise ValueError(f"lam: must be a number in [0, 1], got {lam!r}") from None
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"lam: must be in [0, 1], got {lam!r}")
+    return x
+
+
+def _batch(arrays: dict, mask, allow_neg_inf=("log_ratios",)):
+    """Validate same-shaped 2-D float arrays; return them (padding zeroed) and the mask."""
+    out = {}
+    first_name = None
+    for name, value in arrays.items():
+        arr = as_float_array(value, name, ndim=2)
+        if first_name is None:
+            first_name = name
+        else:
+            check_same_shape(out[first_name], first_name, arr, name)
+        out[name] = arr
+    shape = out[first_name].shape
+    m = np.ones(shape, dtype=bool) if mask is None else check_mask(mask, shape)
+    for name, arr in out.items():
+        masked = np.where(m, arr, 0.0)
+        ok = np.isfinite(masked) | ((masked == -np.inf) if name in allow_neg_inf else False)
+        if not ok.all():
+            raise_nonfinite(masked, name, allow_neg_inf=name in allow_neg_inf)
+        out[name] = masked
+    return out, m
+
+
+def _truncated_ratio(log_rho: np.ndarray, level: float) -> np.ndarray:
+    """min(level, exp(log_rho)) computed without overflow (level may be inf)."""
+    capped = np.minimum(log_rho, np.log(level)) if np.isfinite(level) else log_rho
+    with np.errstate(over="ignore"):
+        return np.exp(capped)
+
+
+def _continues(m: np.ndarray) -> np.ndarray:
+    """(n, T) bool: step t + 1 exists and is real (the trace may continue past step t)."""
+    cont = np.zeros_like(m)
+    cont[:, :-1] = m[:, 1:]
+    return cont
+
+
+def _check_finite_result(x: np.ndarray, name: str) -> None:
+    if not np.all(np.isfinite(x)):
+        i, t = first_index(~np.isfinite(x))
+        raise ValueError(
+            f"log_ratios: the {name} overflow float64 at {where((i, t), 2)}; the untruncated "
+            "trace (c_bar = inf) has grown beyond the float range; use a finite c_bar"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# sample-based targets
+
+
+def _retrace_backward(r, q_taken, v_next, c, cont, gamma):
+    """Backward recursion of the Retrace target (no validation)."""
+    n, T = r.shape
+    out = np.zeros((n, T))
+    nxt = np.zeros(n)  # Q^ret_{t+1} - Q(s_{t+1}, a_{t+1}) times c_{t+1}, or 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(T - 1, -1, -1):
+            out[:, t] = r[:, t] + gamma * (v_next[:, t] + nxt)
+            if t > 0:
+                nxt = np.where(cont[:, t - 1], c[:, t] * (out[:, t] - q_taken[:, t]), 0.0)
+    return out
+
+
+def retrace_targets(rewards, q_taken, v_next, log_ratios, gamma, lam=1.0, c_bar=1.0,
+                    mask=None) -> np.ndarray:
+    r"""Retrace(:math:`\lambda`) targets for :math:`Q(s_t, a_t)` along behaviour trajectories.
+
+    .. math::
+
+        Q^{\text{ret}}_t = Q(s_t, a_t) + \sum_{k \ge t} \gamma^{k-t}
+        \Bigl(\prod_{j=t+1}^{k} c_j\Bigr) \delta_k, \qquad
+        \delta_k = r_k + \gamma \bar Q_{k+1} - Q(s_k, a_k), \qquad
+        c_j = \lambda \min(\bar c, \rho_j),
+
+    with :math:`\bar Q_{k+1} = \sum_a \pi(a \mid s_{k+1}) Q(s_{k+1}, a)` (``v_next``). Computed
+    backwards, :math:`Q^{\text{ret}}_t = r_t + \gamma \bar Q_{t+1} + \gamma c_{t+1}
+    (Q^{\text{ret}}_{t+1} - Q(s_{t+1}, a_{t+1}))`; the sum stops at the last real step of each
+    row. The ratio of the action being evaluated, :math:`\rho_t`, is never used: the target is
+    conditional on :math:`a_t`. Munos et al. (2016) take :math:`\bar c = 1`; ``c_bar=inf`` gives
+    the untruncated importance-sampling traces :math:`c_j = \lambda \rho_j`, ``lam=0`` the
+    one-step (expected SARSA) target.
+
+    Parameters
+    ----------
+    rewards : array_like, shape (n_trajectories, horizon)
+        Rewards :math:`r_t` of trajectories drawn with the behaviour policy :math:`\mu`.
+    q_taken : array_like, same shape
+        The current estimate :math:`Q(s_t, a_t)` of the action actually taken.
+    v_next : array_like, same shape
+        :math:`\bar Q_{t+1} = \sum_a \pi(a|s_{t+1}) Q(s_{t+1}, a)`; 0 if :math:`s_{t+1}` is
+        terminal. On the last real step of a truncated row it is the bootstrap value.
+    log_ratios : array_like, same shape
+        :math:`\log\rho_t = \log\pi(a_t|s_t) - \log\mu(a_t|s_t)`; ``-inf`` allowed (cuts the trace).
+    gamma : float in [0, 1]
+        Discount.
+    lam : float in [0, 1], default 1.0
+        Trace decay :math:`\lambda`.
+    c_bar : float > 0 or inf, default 1.0
+        Truncation level :math:`\bar c` of the traces.
+    mask : array_like of bool, same shape, optional
+        ``True`` on real steps; padding (a suffix of each row) is ignored.
+
+    Returns
+    -------
+    ndarray, shape (n_trajectories, horizon)
+        :math:`Q^{\text{ret}}_t`; 0 on padded steps.
+
+    Raises
+    ------
+    ValueError
+        On a shape mismatch, an empty batch, NaN/inf at a real step (NaN/+inf for
+        ``log_ratios``; names trajectory and step), ``gamma`` or ``lam`` outside [0, 1],
+        ``c_bar <= 0``, a bad ``mask``, or if an untruncated trace overflows float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> r = np.array([[1.0, 1.0, 1.0]])
+    >>> q = np.zeros((1, 3)); v = np.zeros((1, 3))
+    >>> lr = np.log([[1.0, 2.0, 0.5]])      # traces c_1 = min(1, 2) = 1, c_2 = 0.5
+    >>> retrace_targets(r, q, v, lr, gamma=1.0).round(3)   # 1 + 1 * (1 + 0.5 * 1)
+    array([[2.5, 1.5, 1. ]])
+
+    See chapter 9 (Retrace), eq. (eq-09-retrace).
+    """
+    g = _check_gamma(gamma)
+    lam_ = _check_lam(lam)
+    cb = _check_level(c_bar, "c_bar")
+    arrs, m = _batch({"rewards": rewards, "q_taken": q_taken, "v_next": v_next,
+                      "log_ratios": log_ratios}, mask)
+    c = lam_ * _truncated_ratio(arrs["log_ratios"], cb)
+    out = _retrace_backward(arrs["rewards"], arrs["q_taken"], arrs["v_next"], c, _continues(m), g)
+    out = np.where(m, out, 0.0)
+    _check_finite_result(out, "Retrace targets")
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class VTraceTargets:
+    r"""Result of :func:`vtrace_targets`.
+
+    Attributes
+    ----------
+    vs : ndarray, shape (n_trajectories, horizon)
+        The V-trace targets :math:`v_t` (0 on padding).
+    pg_advantages : ndarray, shape (n_trajectories, horizon)
+        The policy-gradient advantages of IMPALA,
+        :math:`\bar\rho_t (r_t + \gamma v_{t+1} - V(s_t))` (0 on padding), with
+        :math:`v_{t+1}` replaced by the successor value on the last real step.
+    """
+
+    vs: np.ndarray
+    pg_advantages: np.ndarray
+
+
+def vtrace_targets(rewards, values, next_values, log_ratios, gamma, rho_bar=1.0, c_bar=1.0,
+                   lam=1.0, mask=None) -> VTraceTargets:
+    r"""V-trace targets for :math:`V(s_t)` (Espeholt et al. 2018, eq. 1).
+
+    .. math::
+
+        v_t = V(s_t) + \sum_{k \ge t} \gamma^{k-t} \Bigl(\prod_{j=t}^{k-1} c_j\Bigr)
+        \bar\rho_k \bigl(r_k + \gamma V(s_{k+1}) - V(s_k)\bigr), \qquad
+        \bar\rho_k = \min(\bar\rho, \rho_k), \quad c_j = \lambda \min(\bar c, \rho_j).
+
+    Computed backwards, :math:`v_t = V(s_t) + \bar\rho_t \delta_t + \gamma c_t (v_{t+1} -
+    V(s_{t+1}))`, stopping at the last real step of each row. With :math:`\pi = \mu` and
+    :math:`\bar\rho, \bar c \ge 1`, :math:`\lambda = 1`, this is the on-policy :math:`n`-step
+    return :math:`\sum_k \gamma^{k-t} r_k + \gamma^{n} V(s_{t+n})`. The truncation level
+    :math:`\bar\rho` decides *which* value function is the fixed point
+    (:math:`V^{\pi_{\bar\rho}}`, see :func:`vtrace_policy`); :math:`\bar c` only how fast the
+    iteration contracts.
+
+    Parameters
+    ----------
+    rewards : array_like, shape (n_trajectories, horizon)
+        Rewards of trajectories drawn with :math:`\mu`.
+    values : array_like, same shape
+        The current estimate :math:`V(s_t)`.
+    next_values : array_like, same shape
+        :math:`V(s_{t+1})`; 0 if :math:`s_{t+1}` is terminal; the bootstrap value on the last
+        real step of a truncated row.
+    log_ratios : array_like, same shape
+        :math:`\log\rho_t`; ``-inf`` allowed.
+    gamma : float in [0, 1]
+        Discount.
+    rho_bar, c_bar : float > 0 or inf, default 1.0
+        Truncation levels :math:`\bar\rho` and :math:`\bar c`; IMPALA requires
+        :math:`\bar\rho \ge \bar c`, which is not enforced here.
+    lam : float in [0, 1], default 1.0
+        Extra trace decay :math:`\lambda`.
+    mask : array_like of bool, same shape, optional
+        ``True`` on real steps.
+
+    Returns
+    -------
+    VTraceTargets
+        ``vs`` and ``pg_advantages``, each of shape (n_trajectories, horizon).
+
+    Raises
+    ------
+    ValueError
+        As :func:`retrace_targets` (with ``values``/``next_values``), or ``rho_bar <= 0``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> r = np.array([[1.0, 1.0]]); zero = np.zeros((1, 2))
+    >>> out = vtrace_targets(r, zero, zero, np.log([[2.0, 0.5]]), gamma=1.0)
+    >>> out.vs.round(3)                     # v_0 = 1 * 1 + 1 * (0.5 * 1), v_1 = 0.5 * 1
+    array([[1.5, 0.5]])
+
+    See chapter 9 (V-trace), eq. (eq-09-vtrace).
+    """
+    g = _check_gamma(gamma)
+    lam_ = _check_lam(lam)
+    rb = _check_level(rho_bar, "rho_bar")
+    cb = _check_level(c_bar, "c_bar")
+    arrs, m = _batch({"rewards": rewards, "values": values, "next_values": next_values,
+                      "log_ratios": log_ratios}, mask)
+    r, V, V1 = arrs["rewards"], arrs["values"], arrs["next_values"]
+    rho_t = _truncated_ratio(arrs["log_ratios"], rb)
+    c = lam_ * _truncated_ratio(arrs["log_ratios"], cb)
+    vs, adv = _vtrace_backward(r, V, V1, rho_t, c, _continues(m), g)
+    vs, adv = np.where(m, vs, 0.0), np.where(m, adv, 0.0)
+    _check_finite_result(vs, "V-trace targets")
+    _check_finite_result(adv, "V-trace advantages")
+    return VTraceTargets(vs, adv)
+
+
+def _vtrace_backward(r, V, V1, rho_t, c, cont, gamma):
+    n, T = r.shape
+    vs = np.zeros((n, T))
+    adv = np.zeros((n, T))
+    with np.errstate(over="ignore", invalid="ignore"):
+        delta = rho_t * (r + gamma * V1 - V)
+        corr = np.zeros(n)  # v_{t+1} - V(s_{t+1}) if step t+1 is real, else 0
+        for t in range(T - 1, -1, -1):
+            corr = np.where(cont[:, t], corr, 0.0)
+            vs[:, t] = V[:, t] + delta[:, t] + gamma * c[:, t] * corr
+            adv[:, t] = rho_t[:, t] * (r[:, t] + gamma * (V1[:, t] + corr) - V[:, t])
+            corr = vs[:, t] - V[:, t]
+    return vs, adv
+
+
+def nstep_targets(rewards, v_next, n_step, gamma, mask=None) -> np.ndarray:
+    r"""Uncorrected :math:`n`-step return targets (no importance ratios).
+
+    .. math::
+
+        G^{(n)}_t = \sum_{k=0}^{m-1} \gamma^k r_{t+k} + \gamma^{m} \bar V_{t+m},
+        \qquad m = \min(n, L - t),
+
+    where :math:`L` is the number of real steps of the row and :math:`\bar V_{t+m}` is
+    ``v_next[t + m - 1]`` (0 if the episode ended there). Used as a target for
+    :math:`Q(s_t, a_t)` with behaviour data it estimates the value of "take :math:`a_t`, follow
+    :math:`\mu` for :math:`n - 1` steps, then :math:`\pi`", not :math:`Q^\pi` (see
+    :func:`nstep_fixed_point`). ``n_step=1`` is the one-step target, which needs no correction.
+
+    Parameters
+    ----------
+    rewards : array_like, shape (n_trajectories, horizon)
+        Rewards.
+    v_next : array_like, same shape
+        Successor values :math:`\bar V_{t+1}` as in :func:`retrace_targets`.
+    n_step : int >= 1
+        Number of rewards :math:`n`.
+    gamma : float in [0, 1]
+        Discount.
+    mask : array_like of bool, same shape, optional
+        ``True`` on real steps.
+
+    Returns
+    -------
+    ndarray, shape (n_trajectories, horizon)
+        :math:`G^{(n)}_t`; 0 on padded steps.
+
+    Raises
+    ------
+    ValueError
+        On a shape mismatch, NaN/inf at a real step, a bad ``mask``, ``gamma`` outside [0, 1]
+        or ``n_step`` not a positive integer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> r = np.array([[1.0, 2.0, 3.0]]); v = np.array([[10.0, 20.0, 30.0]])
+    >>> nstep_targets(r, v, n_step=2, gamma=0.5)   # 1 + 0.5*2 + 0.25*20, 2 + 0.5*3 + 0.25*30, 3 + 0.5*30
+    array([[ 7., 11., 18.]])
+
+    See chapter 9 (experience replay), eq. (eq-09-nstep).
+    """
+    g = _check_gamma(gamma)
+    n = _check_n_step(n_step)
+    arrs, m = _batch({"rewards": rewards, "v_next": v_next}, mask)
+    return _nstep(arrs["rewards"], arrs["v_next"], m, n, g)
+
+
+def _check_n_step(n_step) -> int:
+    if isinstance(n_step, bool) or not isinstance(n_step, (int, np.integer)) or n_step < 1:
+        raise ValueError(f"n_step: must be a positive integer, got {n_step!r}")
+    return int(n_step)
+
+
+def _nstep(r, v_next, m, n, g):
+    N, T = r.shape
+    lengths = m.sum(axis=1)
+    out = np.zeros((N, T))
+    t = np.arange(T)
+    for k in range(min(n, T)):
+        shifted = np.zeros((N, T))
+        shifted[:, : T - k] = r[:, k:]
+        out += g**k * np.where(t[None, :] + k < lengths[:, None], shifted, 0.0)
+    last = np.minimum(t[None, :] + n, lengths[:, None]) - 1           # index of the bootstrap
+    steps = last - t[None, :] + 1                                     # m
+    boot = np.take_along_axis(v_next, np.clip(last, 0, T - 1), axis=1)
+    out += np.where(steps > 0, g ** np.maximum(steps, 0) * boot, 0.0)
+    return np.where(m, out, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# exact expected operators on a tabular MDP
+
+
+def _check_mdp(mdp) -> TabularMDP:
+    if not isinstance(mdp, TabularMDP):
+        raise ValueError(f"mdp: must be a companion.mdp.TabularMDP, got {type(mdp).__name__}")
+    return mdp
+
+
+def _table(x, name, shape):
+    arr = _finite_array(x, name)
+    if arr.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {arr.shape}")
+    return arr
+
+
+def _ratio_table(pi, mu):
+    """pi / mu with 0 where mu == 0 (those actions never occur under mu)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(mu > 0, pi / np.where(mu > 0, mu, 1.0), 0.0)
+
+
+def trace_operator(mdp, q, pi, mu, traces) -> np.ndarray:
+    r"""Exact expected off-policy return operator with an arbitrary trace table.
+
+    .. math::
+
+        \mathcal R Q(s, a) = Q(s, a) + \mathbb{E}_\mu\Bigl[\sum_{t \ge 0} \gamma^t
+        \Bigl(\prod_{j=1}^{t} c(s_j, a_j)\Bigr)
+        \bigl(r_t + \gamma \textstyle\sum_b \pi(b|s_{t+1}) Q(s_{t+1}, b) - Q(s_t, a_t)\bigr)
+        \Bigm| s_0 = s, a_0 = a\Bigr]
+        = Q + (I - \gamma P^{c\mu})^{-1} (T^\pi Q - Q),
+
+    with :math:`P^{c\mu}((s,a),(s',a')) = P(s'|s,a)\,\mu(a'|s')\,c(s',a')` and :math:`T^\pi Q = r +
+    \gamma P^\pi Q`, both on state-action pairs (Munos et al. 2016, eq. 3). Every trace table
+    leaves :math:`Q^\pi` fixed; :math:`c = \lambda\min(1, \pi/\mu)` (Retrace),
+    :math:`c = \lambda\pi/\mu` (importance sampling) and :math:`c = \lambda\pi` (tree backup) make
+    it a :math:`\gamma`-contraction for every :math:`\mu` (any :math:`0 \le c \le \pi/\mu` does),
+    while :math:`c = \lambda`, Q(:math:`\lambda`), which ignores the ratios, need not contract
+    and can diverge when :math:`\pi` and :math:`\mu` differ much. Terminal states have value 0 and are never entered by a trace.
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+        The MDP (transitions, expected rewards, discount, terminal states).
+    q : array_like, shape (S, A)
+        The action-value table :math:`Q`; its rows for terminal states are ignored.
+    pi, mu : array_like, shape (S, A)
+        Target and behaviour policies.
+    traces : array_like, shape (S, A)
+        Trace coefficients :math:`c(s, a) \ge 0`.
+
+    Returns
+    -------
+    ndarray, shape (S, A)
+        :math:`\mathcal R Q`; 0 on terminal states.
+
+    Raises
+    ------
+    ValueError
+        If ``mdp`` is not a TabularMDP, a table has the wrong shape or holds NaN/inf, a policy
+        row is not a distribution, a trace is negative, or :math:`I - \gamma P^{c\mu}` is
+        singular (traces too large for ``gamma = 1``).
+
+    Examples
+    --------
+    >>> from companion.mdp import random_mdp, q_values, uniform_policy
+    >>> mdp = random_mdp(3, 2, rng=0)
+    >>> pi = uniform_policy(3, 2)
+    >>> q_pi = q_values(mdp, pi)
+    >>> c = np.full((3, 2), 0.7)
+    >>> bool(np.allclose(trace_operator(mdp, q_pi, pi, pi, c), q_pi))   # Q^pi is fixed
+    True
+
+    See chapter 9 (Retrace), eq. (eq-09-retrace-operator).
+    """
+    mdp = _check_mdp(mdp)
+    S, A = mdp.n_states, mdp.n_actions
+    p = _check_policy(pi, mdp, "pi")
+    m = _check_policy(mu, mdp, "mu")
+    Q = _table(q, "q", (S, A))
+    c = _table(traces, "traces", (S, A))
+    if (c < 0).any():
+        idx = tuple(int(i) for i in np.argwhere(c < 0)[0])
+        raise ValueError(f"traces: must be >= 0, got {c[idx]} at state {idx[0]}, action {idx[1]}")
+    live = ~mdp.terminal
+    Q = np.where(live[:, None], Q, 0.0)
+    v = (p * Q).sum(axis=1)
+    TQ = mdp.expected_reward + mdp.gamma * np.einsum("sat,t->sa", mdp.P, v)
+    delta = np.where(live[:, None], TQ - Q, 0.0).ravel()
+    step = (m * c) * live[:, None]                               # mu(a'|s') c(s', a'), (S, A)
+    M = (mdp.P[:, :, :, None] * step[None, None, :, :]).reshape(S * A, S * A)
+    M[~np.repeat(live, A)] = 0.0
+    system = np.eye(S * A) - mdp.gamma * M
+    if np.linalg.cond(system) > 1e12:
+        raise ValueError("traces: I - gamma P^{c mu} is singular; the traces are too large for "
+                         "this discount (use gamma < 1 or traces whose products decay)")
+    out = Q + np.linalg.solve(system, delta).reshape(S, A)
+    return np.where(live[:, None], out, 0.0)
+
+
+def retrace_operator(mdp, q, pi, mu, lam=1.0, c_bar=1.0) -> np.ndarray:
+    r"""Exact expected Retrace(:math:`\lambda`) operator on a tabular MDP.
+
+    .. math::
+
+        \mathcal R Q = Q + (I - \gamma P^{c\mu})^{-1} (T^\pi Q - Q), \qquad
+        c(s, a) = \lambda \min\Bigl(\bar c, \frac{\pi(a|s)}{\mu(a|s)}\Bigr).
+
+    For :math:`\bar c \le 1` it is a :math:`\gamma`-contraction in the sup norm with fixed point
+    :math:`Q^\pi`, for every behaviour policy :math:`\mu` (Munos et al. 2016, theorem 1). Where
+    :math:`\mu(a|s) = 0` the trace is irrelevant (the action never occurs) and is set to 0.
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    q : array_like, shape (S, A)
+        Current action values.
+    pi, mu : array_like, shape (S, A)
+        Target and behaviour policies.
+    lam : float in [0, 1], default 1.0
+        Trace decay.
+    c_bar : float > 0 or inf, default 1.0
+        Truncation level; ``inf`` gives importance-sampling traces.
+
+    Returns
+    -------
+    ndarray, shape (S, A)
+
+    Raises
+    ------
+    ValueError
+        As :func:`trace_operator`, and for ``lam`` outside [0, 1] or ``c_bar <= 0``.
+
+    Examples
+    --------
+    >>> from companion.mdp import random_mdp, q_values, softmax_policy
+    >>> mdp = random_mdp(4, 2, rng=1)
+    >>> pi = softmax_policy(np.random.default_rng(2).normal(size=(4, 2)))
+    >>> mu = np.full((4, 2), 0.5)
+    >>> q = np.zeros((4, 2))
+    >>> for _ in range(200):
+    ...     q = retrace_operator(mdp, q, pi, mu, lam=1.0)
+    >>> float(np.abs(q - q_values(mdp, pi)).max()) < 1e-10
+    True
+
+    See chapter 9 (Retrace), eq. (eq-09-retrace-operator).
+    """
+    mdp = _check_mdp(mdp)
+    lam_ = _check_lam(lam)
+    cb = _check_level(c_bar, "c_bar")
+    p = _check_policy(pi, mdp, "pi")
+    m = _check_policy(mu, mdp, "mu")
+    c = lam_ * np.minimum(cb, _ratio_table(p, m))
+    return trace_operator(mdp, q, p, m, c)
+
+
+def vtrace_policy(pi, mu, rho_bar=1.0) -> np.ndarray:
+    r"""The policy whose value V-trace converges to: :math:`\pi_{\bar\rho} \propto \min(\bar\rho\mu, \pi)`.
+
+    .. math::
+
+        \pi_{\bar\rho}(a \mid s) = \frac{\min\bigl(\bar\rho\, \mu(a|s),\, \pi(a|s)\bigr)}
+        {\sum_b \min\bigl(\bar\rho\, \mu(b|s),\, \pi(b|s)\bigr)}.
+
+    It equals :math:`\pi` when :math:`\bar\rho \ge \max_{s,a} \pi/\mu`, and tends to :math:`\mu` as
+    :math:`\bar\rho \to 0` (Espeholt et al. 2018, section 4.1).
+
+    Parameters
+    ----------
+    pi, mu : array_like, shape (S, A) or (A,)
+        Target and behaviour policies.
+    rho_bar : float > 0 or inf, default 1.0
+        Truncation level :math:`\bar\rho`.
+
+    Returns
+    -------
+    ndarray, same shape
+        Rows sum to 1.
+
+    Raises
+    ------
+    ValueError
+        On a shape mismatch, rows that are not distributions, ``rho_bar <= 0``, or a state where
+        :math:`\pi` and :math:`\mu` have disjoint supports (the normaliser is 0; names the state).
+
+    Examples
+    --------
+    >>> vtrace_policy([0.9, 0.1], [0.5, 0.5], rho_bar=1.0)   # min(0.5, 0.9), min(0.5, 0.1)
+    array([0.83333333, 0.16666667])
+
+    See chapter 9 (V-trace), eq. (eq-09-vtrace-policy).
+    """
+    p = _finite_array(pi, "pi")
+    m = _finite_array(mu, "mu")
+    if p.ndim not in (1, 2) or p.shape != m.shape:
+        raise ValueError(f"pi: shape {p.shape} must equal mu's shape {m.shape}, (A,) or (S, A)")
+    _check_distribution_rows(p, "pi")
+    _check_distribution_rows(m, "mu")
+    rb = _check_level(rho_bar, "rho_bar")
+    w = np.minimum(rb * m, p) if np.isfinite(rb) else np.where(m > 0, p, 0.0)
+    z = w.sum(axis=-1, keepdims=True)
+    if (z <= 0).any():
+        s = int(np.flatnonzero(z.ravel() <= 0)[0])
+        raise ValueError(f"mu: no action of state {s} has positive probability under both pi and "
+                         "mu, so the truncated policy is undefined (no support)")
+    return w / z
+
+
+def vtrace_operator(mdp, v, pi, mu, rho_bar=1.0, c_bar=1.0, lam=1.0) -> np.ndarray:
+    r"""Exact expected V-trace operator on a tabular MDP.
+
+    .. math::
+
+        \mathcal R V = V + (I - \gamma M_c)^{-1} e, \qquad
+        e(s) = \sum_a \min\bigl(\bar\rho\mu(a|s), \pi(a|s)\bigr)
+        \bigl(r(s,a) + \gamma \textstyle\sum_{s'} P(s'|s,a) V(s') - V(s)\bigr),
+
+    :math:`M_c(s, s') = \sum_a \mu(a|s)\, \lambda\min(\bar c, \pi(a|s)/\mu(a|s))\, P(s'|s,a)`.
+    Its fixed point solves :math:`e = 0`, i.e. :math:`V = V^{\pi_{\bar\rho}}` with
+    :math:`\pi_{\bar\rho}` from :func:`vtrace_policy`, whatever :math:`\bar c`.
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    v : array_like, shape (S,)
+        Current state values (entries of terminal states are ignored).
+    pi, mu : array_like, shape (S, A)
+        Target and behaviour policies.
+    rho_bar, c_bar : float > 0 or inf, default 1.0
+        Truncation levels.
+    lam : float in [0, 1], default 1.0
+        Trace decay.
+
+    Returns
+    -------
+    ndarray, shape (S,)
+        :math:`\mathcal R V`; 0 on terminal states.
+
+    Raises
+    ------
+    ValueError
+        As :func:`trace_operator`; also for bad levels or a singular system.
+
+    Examples
+    --------
+    >>> from companion.mdp import random_mdp, state_values
+    >>> mdp = random_mdp(3, 2, rng=0)
+    >>> pi = np.array([[0.9, 0.1]] * 3); mu = np.full((3, 2), 0.5)
+    >>> v = np.zeros(3)
+    >>> for _ in range(300):
+    ...     v = vtrace_operator(mdp, v, pi, mu, rho_bar=1.0)
+    >>> bool(np.allclose(v, state_values(mdp, vtrace_policy(pi, mu, 1.0))))
+    True
+
+    See chapter 9 (V-trace), eq. (eq-09-vtrace-operator).
+    """
+    mdp = _check_mdp(mdp)
+    S = mdp.n_states
+    p = _check_policy(pi, mdp, "pi")
+    m = _check_policy(mu, mdp, "mu")
+    rb = _check_level(rho_bar, "rho_bar")
+    cb = _check_level(c_bar, "c_bar")
+    lam_ = _check_lam(lam)
+    V = _table(v, "v", (S,))
+    live = ~mdp.terminal
+    V = np.where(live, V, 0.0)
+    ratio = _ratio_table(p, m)
+    w_rho = m * np.minimum(rb, ratio)                                  # min(rho_bar mu, pi)
+    w_c = m * lam_ * np.minimum(cb, ratio)
+    td = mdp.expected_reward + mdp.gamma * np.einsum("sat,t->sa", mdp.P, V) - V[:, None]
+    e = np.where(live, (w_rho * td).sum(axis=1), 0.0)
+    M = np.einsum("sa,sat->st", w_c, mdp.P)
+    M[~live] = 0.0
+    M[:, ~live] = 0.0
+    system = np.eye(S) - mdp.gamma * M
+    if np.linalg.cond(system) > 1e12:
+        raise ValueError("c_bar: I - gamma M_c is singular; use gamma < 1 or smaller traces")
+    return np.where(live, V + np.linalg.solve(system, e), 0.0)
+
+
+def nstep_fixed_point(mdp, pi, mu, n_step) -> np.ndarray:
+    r"""Fixed point of the uncorrected :math:`n`-step operator with behaviour data.
+
+    The expected target of :func:`nstep_targets` with actions :math:`a_{t+1}, \dots,
+    a_{t+n-1} \sim \mu` is :math:`T_n Q = \sum_{k=0}^{n-1} (\gamma P^\mu)^k r + (\gamma
+    P^\mu)^{n-1} \gamma P^\pi Q` on state-action pairs, with :math:`P^\nu((s,a),(s',a')) =
+    P(s'|s,a)\,\nu(a'|s')`. Its fixed point is
+
+    .. math::
+
+        Q_n = \bigl(I - \gamma^n (P^\mu)^{n-1} P^\pi\bigr)^{-1}
+        \sum_{k=0}^{n-1} (\gamma P^\mu)^k r ,
+
+    the value of "take :math:`a`, follow :math:`\mu` for :math:`n-1` steps, then start again".
+    :math:`Q_1 = Q^\pi`; as :math:`n \to \infty` (with :math:`\gamma < 1`) :math:`Q_n \to Q^\mu`.
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    pi, mu : array_like, shape (S, A)
+        Target and behaviour policies.
+    n_step : int >= 1
+        Number of rewards in the target.
+
+    Returns
+    -------
+    ndarray, shape (S, A)
+        :math:`Q_n`; 0 on terminal states.
+
+    Raises
+    ------
+    ValueError
+        If ``mdp`` is not a TabularMDP, a policy is invalid, ``n_step`` is not a positive
+        integer, or the system is singular (``gamma = 1`` without reachable terminal states).
+
+    Examples
+    --------
+    >>> from companion.mdp import random_mdp, q_values, uniform_policy
+    >>> mdp = random_mdp(3, 2, rng=0)
+    >>> pi = np.array([[1.0, 0.0]] * 3); mu = uniform_policy(3, 2)
+    >>> bool(np.allclose(nstep_fixed_point(mdp, pi, mu, 1), q_values(mdp, pi)))
+    True
+
+    See chapter 9 (experience replay), eq. (eq-09-nstep-fixed-point).
+    """
+    mdp = _check_mdp(mdp)
+    S, A = mdp.n_states, mdp.n_actions
+    p = _check_policy(pi, mdp, "pi")
+    m = _check_policy(mu, mdp, "mu")
+    n = _check_n_step(n_step)
+    live = ~mdp.terminal
+
+    def sa_matrix(policy):
+        M = (mdp.P[:, :, :, None] * (policy * live[:, None])[None, None]).reshape(S * A, S * A)
+        M[~np.repeat(live, A)] = 0.0
+        return M
+
+    Pm, Pp = sa_matrix(m), sa_matrix(p)
+    r = np.where(live[:, None], mdp.expected_reward, 0.0).ravel()
+    g = mdp.gamma
+    acc = np.zeros(S * A)
+    term = r.copy()
+    for _ in range(n):
+        acc += term
+        term = g * (Pm @ term)
+    Pn = np.linalg.matrix_power(g * Pm, n - 1) @ (g * Pp)
+    system = np.eye(S * A) - Pn
+    if np.linalg.cond(system) > 1e12:
+        raise ValueError("mdp: the n-step system is singular (gamma = 1 without termination)")
+    return np.linalg.solve(system, acc).reshape(S, A)
+
+
+# ---------------------------------------------------------------------------------------------
+# batch tabular evaluation from a fixed buffer
+
+
+def _buffer(traj, n_states, n_actions, groups, n_groups, need_ratios):
+    if not isinstance(traj, Trajectories):
+        raise ValueError(f"traj: must be a companion.mdp.Trajectories, got {type(traj).__name__}")
+    if traj.horizon < 2:
+        raise ValueError(f"traj: needs horizon >= 2 (the last column supplies only the bootstrap "
+                         f"state), got {traj.horizon}")
+    n = traj.n
+    if groups is None:
+        grp = np.zeros(n, dtype=np.int64)
+        G = 1
+    else:
+        grp = np.asarray(groups)
+        if grp.shape != (n,) or not np.issubdtype(grp.dtype, np.integer):
+            raise ValueError(f"groups: must be an integer array of shape ({n},), got "
+                             f"{grp.shape} {grp.dtype}")
+        G = int(grp.max()) + 1 if n_groups is None else int(n_groups)
+        if grp.min() < 0 or grp.max() >= G:
+            raise ValueError(f"groups: ids must lie in [0, {G}), got [{grp.min()}, {grp.max()}]")
+    if traj.states.max() >= n_states or traj.actions.max() >= n_actions:
+        raise ValueError(f"traj: states/actions exceed the table size ({n_states}, {n_actions})")
+    log_rho = traj.log_rho[:, :-1] if need_ratios else None
+    if need_ratios:
+        bad = np.isnan(log_rho) | (log_rho == np.inf)
+        if bad.any():
+            i, t = first_index(bad)
+            raise ValueError(f"traj: behaviour probability 0 where the target's is positive at "
+                             f"{where((i, t), 2)}")
+    m = traj.mask[:, :-1]
+    return {
+        "s": traj.states[:, :-1], "a": traj.actions[:, :-1], "r": np.where(m, traj.rewards[:, :-1], 0.0),
+        "m": m, "s1": traj.states[:, 1:], "alive1": traj.mask[:, 1:] & m,
+        "log_rho": log_rho, "g": grp[:, None] * np.ones_like(m, dtype=np.int64), "G": G,
+    }
+
+
+def _check_sweeps(n_sweeps, tol):
+    if isinstance(n_sweeps, bool) or not isinstance(n_sweeps, (int, np.integer)) or n_sweeps < 1:
+        raise ValueError(f"n_sweeps: must be a positive integer, got {n_sweeps!r}")
+    try:
+        t = float(tol)
+    except (TypeError, ValueError):
+        raise ValueError(f"tol: must be a non-negative number, got {tol!r}") from None
+    if not t >= 0:
+        raise ValueError(f"tol: must be a non-negative number, got {tol!r}")
+    return int(n_sweeps), t
+
+
+def _sweeps(table, targets_of, keys, n_sweeps, tol):
+    size = table.size
+    counts = np.bincount(keys, minlength=size)
+    flat = table.reshape(-1).copy()
+    for _ in range(n_sweeps):
+        tgt = targets_of(flat.reshape(table.shape))
+        with np.errstate(over="ignore", invalid="ignore"):   # divergence is reported below
+            sums = np.bincount(keys, weights=tgt, minlength=size)
+            new = np.where(counts > 0, sums / np.maximum(counts, 1), flat)
+            change = float(np.abs(new - flat).max())
+        flat = new
+        if not np.isfinite(change):
+            break
+        if change <= tol:
+            return flat.reshape(table.shape)
+    raise ValueError(
+        f"n_sweeps: the batch iteration did not converge in {n_sweeps} sweeps (last largest "
+        f"change {change:.3g} > tol = {tol:.3g}); either n_sweeps is too small or the empirical "
+        "operator is not a contraction on this batch (untruncated traces, c_bar > 1)"
+    )
+
+
+def tabular_q_evaluation(traj, pi, gamma, *, method="retrace", lam=1.0, c_bar=1.0, n_step=1,
+                         n_sweeps=500, tol=1e-8, groups=None, n_groups=None, q0=None):
+    r"""Evaluate :math:`\pi` from a fixed batch of behaviour data by iterating sample targets.
+
+    Each sweep computes a target :math:`y_t` for every real step with the current table and
+    sets every visited entry to the mean target of its visits,
+
+    .. math::
+
+        Q_{k+1}(s, a) = \frac{1}{N(s,a)} \sum_{(i,t):\, (s_{i,t}, a_{i,t}) = (s,a)} y_{i,t}(Q_k),
+
+    until the largest change is at most ``tol``. Targets (``method``):
+
+    * ``"one_step"``: :math:`r_t + \gamma \sum_b \pi(b|s_{t+1}) Q(s_{t+1}, b)` (expected SARSA;
+      no ratios needed, converges to :math:`Q^\pi`);
+    * ``"n_step"``: :func:`nstep_targets`, uncorrected (converges to
+      :func:`nstep_fixed_point`, not :math:`Q^\pi`); only complete windows are used (the
+      episode ended, or :math:`n` steps of data follow), as in an :math:`n`-step replay buffer;
+    * ``"retrace"``: :func:`retrace_targets` with ``lam`` and ``c_bar`` (converges to
+      :math:`Q^\pi`).
+
+    The batch must come from :func:`companion.mdp.sample_trajectories` with one extra step:
+    the last column supplies only the successor state of the step before it (its action and
+    reward are not used). A step whose successor is terminal gets successor value 0.
+
+    Parameters
+    ----------
+    traj : Trajectories
+        Behaviour data (with ``logp_target`` for ``"retrace"``), horizon :math:`H + 1 \ge 2`.
+    pi : array_like, shape (S, A)
+        Target policy.
+    gamma : float in [0, 1]
+        Discount.
+    method : {"retrace", "one_step", "n_step"}, default "retrace"
+    lam, c_bar : float
+        Retrace's trace decay and truncation level.
+    n_step : int, default 1
+        Number of rewards for ``"n_step"``.
+    n_sweeps : int, default 500
+        Maximum number of sweeps.
+    tol : float, default 1e-8
+        Stop when no entry changes by more than this; if that never happens within
+        ``n_sweeps`` sweeps a ValueError is raised (no silently unconverged answer).
+    groups : array_like of int, shape (n_trajectories,), optional
+        Evaluate independent tables, one per group id (replications, vectorised).
+    n_groups : int, optional
+        Number of groups (default ``max(groups) + 1``).
+    q0 : array_like, shape (S, A), optional
+        Initial table (default zeros); unvisited entries keep it.
+
+    Returns
+    -------
+    ndarray, shape (S, A), or (n_groups, S, A) if ``groups`` is given
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``method``, a bad ``traj`` (not Trajectories, horizon < 2, states or
+        actions outside the table, no target for ``"retrace"``, behaviour probability 0 where
+        the target's is positive), bad ``groups``, invalid numbers, or if the iteration does
+        not converge within ``n_sweeps`` (e.g. it diverges with untruncated traces).
+
+    Examples
+    --------
+    >>> from companion.mdp import random_mdp, q_values, sample_trajectories, uniform_policy
+    >>> mdp = random_mdp(3, 2, rng=0, gamma=0.5)
+    >>> pi = np.array([[0.8, 0.2]] * 3); mu = uniform_policy(3, 2)
+    >>> traj = sample_trajectories(mdp, mu, n=400, horizon=21, rng=1, target=pi)
+    >>> q = tabular_q_evaluation(traj, pi, gamma=0.5)
+    >>> bool(np.abs(q - q_values(mdp, pi)).max() < 0.1)
+    True
+
+    See chapter 9 (experience replay and Retrace).
+    """
+    if method not in ("retrace", "one_step", "n_step"):
+        raise ValueError(f"method: must be 'retrace', 'one_step' or 'n_step', got {method!r}")
+    g = _check_gamma(gamma)
+    lam_ = _check_lam(lam)
+    cb = _check_level(c_bar, "c_bar")
+    n = _check_n_step(n_step)
+    p = _finite_array(pi, "pi", ndim=2)
+    _check_distribution_rows(p, "pi")
+    S, A = p.shape
+    b = _buffer(traj, S, A, groups, n_groups, need_ratios=method == "retrace")
+    G = b["G"]
+    m = b["m"]
+    use = m
+    if method == "n_step":
+        # keep only complete n-step windows: the episode ended, or n real steps are available
+        lengths = m.sum(axis=1)
+        ended = ~traj.mask[:, -1]
+        use = m & (ended[:, None] | (np.arange(m.shape[1])[None, :] + n <= lengths[:, None]))
+    keys = ((b["g"] * S + b["s"]) * A + b["a"])[use]
+    table = np.zeros((G, S, A)) if q0 is None else np.broadcast_to(
+        _table(q0, "q0", (S, A)), (G, S, A)).astype(float)
+    if method == "retrace":
+        c = lam_ * _truncated_ratio(b["log_rho"], cb)
+        cont = _continues(m)
+
+    def targets_of(Q):
+        v = np.einsum("sa,gsa->gs", p, Q)
+        v_next = np.where(b["alive1"], v[b["g"], b["s1"]], 0.0)
+        if method == "one_step":
+            y = b["r"] + g * v_next
+        elif method == "n_step":
+            y = _nstep(b["r"], v_next, m, n, g)
+        else:
+            y = _retrace_backward(b["r"], Q[b["g"], b["s"], b["a"]], v_next, c, cont, g)
+        return y[use]
+
+    out = _sweeps(table, targets_of, keys, *_check_sweeps(n_sweeps, tol))
+    return out if groups is not None else out[0]
+
+
+def tabular_v_evaluation(traj, n_states, gamma, *, rho_bar=1.0, c_bar=1.0, lam=1.0,
+                         n_sweeps=500, tol=1e-8, groups=None, n_groups=None, v0=None):
+    r"""Evaluate a target policy's state values from a fixed batch by iterating V-trace targets.
+
+    .. math::
+
+        V_{k+1}(s) = \frac{1}{N(s)} \sum_{(i,t):\, s_{i,t} = s} v_{i,t}(V_k),
+
+    with :math:`v_{i,t}` from :func:`vtrace_targets`. The iteration converges (approximately,
+    on a finite batch) to :math:`V^{\pi_{\bar\rho}}`, the value of the truncated policy of
+    :func:`vtrace_policy`: equal to :math:`V^\pi` only if :math:`\bar\rho` is at least the
+    largest ratio. Data layout as in :func:`tabular_q_evaluation`.
+
+    Parameters
+    ----------
+    traj : Trajectories
+        Behaviour data with ``logp_target``; horizon :math:`H + 1 \ge 2`.
+    n_states : int
+        Number of states ``S``.
+    gamma : float in [0, 1]
+    rho_bar, c_bar : float > 0 or inf, default 1.0
+    lam : float in [0, 1], default 1.0
+    n_sweeps, tol, groups, n_groups
+        As in :func:`tabular_q_evaluation`.
+    v0 : array_like, shape (S,), optional
+        Initial table (default zeros).
+
+    Returns
+    -------
+    ndarray, shape (S,), or (n_groups, S) if ``groups`` is given
+
+    Raises
+    ------
+    ValueError
+        As :func:`tabular_q_evaluation`.
+
+    Examples
+    --------
+    >>> from companion.mdp import random_mdp, sample_trajectories, state_values, uniform_policy
+    >>> mdp = random_mdp(3, 2, rng=0, gamma=0.5)
+    >>> pi = np.array([[0.8, 0.2]] * 3); mu = uniform_policy(3, 2)
+    >>> traj = sample_trajectories(mdp, mu, n=400, horizon=21, rng=1, target=pi)
+    >>> v = tabular_v_evaluation(traj, 3, gamma=0.5, rho_bar=1.0)
+    >>> v_trunc = state_values(mdp, vtrace_policy(pi, mu, 1.0))
+    >>> bool(np.abs(v - v_trunc).max() < 0.1)
+    True
+
+    See chapter 9 (V-trace).
+    """
+    g = _check_gamma(gamma)
+    rb = _check_level(rho_bar, "rho_bar")
+    cb = _check_level(c_bar, "c_bar")
+    lam_ = _check_lam(lam)
+    if isinstance(n_states, bool) or int(n_states) != n_states or n_states < 1:
+        raise ValueError(f"n_states: must be a positive integer, got {n_states!r}")
+    S = int(n_states)
+    b = _buffer(traj, S, int(traj.actions.max()) + 1, groups, n_groups, need_ratios=True)
+    G = b["G"]
+    m = b["m"]
+    keys = (b["g"] * S + b["s"])[m]
+    table = np.zeros((G, S)) if v0 is None else np.broadcast_to(
+        _table(v0, "v0", (S,)), (G, S)).astype(float)
+    rho_t = _truncated_ratio(b["log_rho"], rb)
+    c = lam_ * _truncated_ratio(b["log_rho"], cb)
+    cont = _continues(m)
+
+    def targets_of(V):
+        values = V[b["g"], b["s"]]
+        next_values = np.where(b["alive1"], V[b["g"], b["s1"]], 0.0)
+        vs, _ = _vtrace_backward(b["r"], values, next_values, rho_t, c, cont, g)
+        return vs[m]
+
+    out = _sweeps(table, targets_of, keys, *_check_sweeps(n_sweeps, tol))
+    return out if groups is not None else out[0]
