@@ -8,10 +8,13 @@ import torch
 from torch.distributions import Categorical
 
 from companion.trpo import (
+    TRPOConfig,
     backtracking_line_search,
     conjugate_gradient,
     fisher_vector_product,
     make_fisher_vector_product,
+    train,
+    train_trpo,
     trust_region_step,
 )
 
@@ -156,6 +159,18 @@ def test_fisher_matrix_of_softmax_logits_closed_form():
         torch.testing.assert_close(fvp(e), F[:, j])
 
 
+def test_fisher_matrix_of_gaussian_mean_closed_form():
+    # pi = N(theta, sigma^2 I): KL(old || new) = |theta - theta_old|^2 / (2 sigma^2), so F = I / sigma^2
+    from torch.distributions import Independent, Normal
+
+    theta = torch.tensor([0.5, -0.2], dtype=torch.float64, requires_grad=True)
+    sigma = 0.5
+    dist_fn = lambda o: Independent(Normal(theta.expand(o.shape[0], 2), sigma), 1)  # noqa: E731
+    v = torch.tensor([1.0, -3.0], dtype=torch.float64)
+    Fv = fisher_vector_product(dist_fn, torch.zeros(4, 1), [theta], v, damping=0.01)
+    torch.testing.assert_close(Fv, v / sigma**2 + 0.01 * v)
+
+
 def test_fisher_vector_product_bad_input():
     net, obs = _tiny_policy()
     dist_fn = lambda o: Categorical(logits=net(o))  # noqa: E731
@@ -167,6 +182,10 @@ def test_fisher_vector_product_bad_input():
         make_fisher_vector_product(dist_fn, obs, [], damping=0.1)
     with pytest.raises(ValueError, match="obs"):
         make_fisher_vector_product(dist_fn, obs[:0], params)
+    with pytest.raises(ValueError, match="dist_fn must return"):
+        make_fisher_vector_product(
+            lambda o: torch.distributions.Bernoulli(logits=net(o)[:, 0]), obs, params
+        )
     fvp = make_fisher_vector_product(dist_fn, obs, params)
     with pytest.raises(ValueError, match=r"v must have shape"):
         fvp(torch.ones(n + 1, dtype=torch.float64))
@@ -275,3 +294,152 @@ def test_line_search_bad_input():
         backtracking_line_search(evaluate, z, torch.ones(3, dtype=torch.float64), 1.0, delta=0.01)
     with pytest.raises(ValueError, match="expected_improvement"):
         backtracking_line_search(evaluate, z, z + 1, float("inf"), delta=0.01)
+
+
+# ------------------------------------------------------------------------------------------------
+# training
+# ------------------------------------------------------------------------------------------------
+
+HISTORY_KEYS = {
+    "update",
+    "env_steps",
+    "wall_time",
+    "kl",
+    "max_kl",
+    "n_backtracks",
+    "step_fraction",
+    "expected_improvement",
+    "actual_improvement",
+    "improvement_ratio",
+    "rejected",
+    "value_loss",
+    "entropy",
+    "grad_norm",
+    "episode_return",
+    "episodes",
+    "eval_return",
+    "eval_return_std",
+}
+
+
+@pytest.fixture(scope="module")
+def short_run():
+    cfg = TRPOConfig(total_timesteps=12 * 1024, num_envs=8, num_steps=128, eval_every=4096)
+    policy, history = train_trpo("CartPole-v1", cfg, seed=3, progress=False)
+    return cfg, policy, history
+
+
+def test_every_accepted_step_satisfies_the_mean_kl_constraint(short_run):
+    cfg, _, history = short_run
+    assert len(history) == 12
+    for row in history:
+        assert set(row) == HISTORY_KEYS
+        if row["rejected"]:
+            assert row["kl"] == 0.0 and row["max_kl"] == 0.0 and row["step_fraction"] == 0.0
+            assert row["n_backtracks"] == cfg.max_backtracks
+        else:
+            assert 0.0 < row["kl"] <= cfg.delta
+            assert row["step_fraction"] == pytest.approx(
+                cfg.backtrack_shrink ** row["n_backtracks"]
+            )
+            assert row["actual_improvement"] > 0
+            assert row["improvement_ratio"] == pytest.approx(
+                row["actual_improvement"] / row["expected_improvement"]
+            )
+        # the max over states bounds the mean; only the mean is constrained
+        assert row["max_kl"] >= row["kl"]
+    d = history.to_dict_of_arrays()
+    np.testing.assert_array_equal(d["env_steps"], 1024 * np.arange(1, 13))
+    assert np.all(np.diff(d["wall_time"]) > 0)
+    assert np.isfinite(d["value_loss"]).all() and (d["entropy"] > 0).all()
+    assert (d["entropy"] <= math.log(2) + 1e-6).all()
+    # evaluations after the updates that pass 4096, 8192 and 12288 steps
+    assert np.flatnonzero(~np.isnan(d["eval_return"])).tolist() == [3, 7, 11]
+    # learning happens: training episodes get longer
+    assert np.nanmean(d["episode_return"][-3:]) > 2 * np.nanmean(d["episode_return"][:2])
+
+
+def test_quadratic_model_predicts_the_accepted_step(short_run):
+    # the trust-region step is sized so that the quadratic KL model equals delta; the exact mean
+    # KL of an accepted full step is close to it, and the surrogate improves roughly as predicted
+    cfg, _, history = short_run
+    full = [r for r in history if not r["rejected"] and r["n_backtracks"] == 0]
+    assert full, "expected at least one full step"
+    for row in full:
+        assert 0.3 * cfg.delta < row["kl"] <= cfg.delta
+        assert 0.2 < row["improvement_ratio"] < 1.5
+
+
+def test_train_is_reproducible_and_quiet(capsys):
+    cfg = TRPOConfig(total_timesteps=2048, num_envs=4, num_steps=256)
+    _, h1 = train_trpo("CartPole-v1", cfg, seed=7, progress=False)
+    _, h2 = train_trpo("CartPole-v1", cfg, seed=7, progress=False)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    for a, b in zip(h1, h2, strict=True):
+        assert {k: v for k, v in a.items() if k != "wall_time"} == pytest.approx(
+            {k: v for k, v in b.items() if k != "wall_time"}, nan_ok=True
+        )
+    assert train is train_trpo
+
+
+def test_callback_can_stop_training():
+    seen = []
+
+    def callback(record, policy):
+        seen.append(record["update"])
+        return record["update"] == 1
+
+    _, history = train_trpo(
+        "CartPole-v1",
+        TRPOConfig(total_timesteps=8192, num_envs=4, num_steps=128),
+        seed=0,
+        progress=False,
+        callback=callback,
+    )
+    assert seen == [0, 1] and len(history) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"delta": 0.0}, "delta"),
+        ({"delta": -0.01}, "delta"),
+        ({"delta": float("inf")}, "delta"),
+        ({"cg_iters": 0}, "cg_iters"),
+        ({"cg_damping": -1.0}, "cg_damping"),
+        ({"gamma": 1.5}, "gamma"),
+        ({"lam": -0.1}, "lam"),
+        ({"backtrack_shrink": 1.0}, "backtrack_shrink"),
+        ({"max_backtracks": -1}, "max_backtracks"),
+        ({"num_envs": 0}, "num_envs"),
+        ({"vf_lr": 0.0}, "vf_lr"),
+        ({"stop_return": 475.0}, "stop_return needs eval_every"),
+    ],
+)
+def test_config_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TRPOConfig(**kwargs)
+
+
+def test_train_bad_input():
+    with pytest.raises(ValueError, match="config"):
+        train_trpo("CartPole-v1", config={"delta": 0.01}, progress=False)
+    with pytest.raises(ValueError, match="seed"):
+        train_trpo("CartPole-v1", TRPOConfig(total_timesteps=128), seed=1.5, progress=False)
+    with pytest.raises(ValueError, match="discrete action space"):
+        train_trpo("Pendulum-v1", TRPOConfig(total_timesteps=128), progress=False)
+
+
+@pytest.mark.slow
+def test_train_solves_cartpole_for_at_least_4_of_5_seeds():
+    # deterministic evaluation (10 episodes) every 2,000 steps; stop at the first mean >= 475
+    budget = 60_000
+    solved = []
+    for seed in range(5):
+        cfg = TRPOConfig(total_timesteps=budget, eval_every=2_000, stop_return=475.0)
+        policy, history = train_trpo("CartPole-v1", cfg, seed=seed, progress=False)
+        evals = [r["eval_return"] for r in history if not math.isnan(r["eval_return"])]
+        solved.append(max(evals) >= 475.0)
+        assert all(r["kl"] <= cfg.delta for r in history)
+    assert sum(solved) >= 4, f"solved: {solved}"
