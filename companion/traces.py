@@ -822,52 +822,64 @@ def _buffer(traj, n_states, n_actions, groups, n_groups, need_ratios):
     }
 
 
-def _check_sweeps(n_sweeps, tol):
-    if isinstance(n_sweeps, bool) or not isinstance(n_sweeps, (int, np.integer)) or n_sweeps < 1:
-        raise ValueError(f"n_sweeps: must be a positive integer, got {n_sweeps!r}")
-    try:
-        t = float(tol)
-    except (TypeError, ValueError):
-        raise ValueError(f"tol: must be a non-negative number, got {tol!r}") from None
-    if not t >= 0:
-        raise ValueError(f"tol: must be a non-negative number, got {tol!r}")
-    return int(n_sweeps), t
+def _fixed_point(table, targets_of, keys):
+    """Limit of the batch iteration X <- F(X) (per group), found by solving the affine system.
 
+    ``F(X)`` sets each visited entry to the mean target of its visits; it is affine in ``X``,
+    ``F(X) = A X + b``. Unvisited entries keep their initial value. The iteration converges iff
+    the spectral radius of ``A`` is below 1, and then its limit is ``(I - A)^{-1} b``.
+    """
+    G = table.shape[0]
+    K = table[0].size
+    size = G * K
+    counts = np.bincount(keys, minlength=size).reshape(G, K)
+    visited = counts > 0
 
-def _sweeps(table, targets_of, keys, n_sweeps, tol):
-    size = table.size
-    counts = np.bincount(keys, minlength=size)
-    flat = table.reshape(-1).copy()
-    for _ in range(n_sweeps):
-        tgt = targets_of(flat.reshape(table.shape))
-        with np.errstate(over="ignore", invalid="ignore"):   # divergence is reported below
-            sums = np.bincount(keys, weights=tgt, minlength=size)
-            new = np.where(counts > 0, sums / np.maximum(counts, 1), flat)
-            change = float(np.abs(new - flat).max())
-        flat = new
-        if not np.isfinite(change):
-            break
-        if change <= tol:
-            return flat.reshape(table.shape)
-    raise ValueError(
-        f"n_sweeps: the batch iteration did not converge in {n_sweeps} sweeps (last largest "
-        f"change {change:.3g} > tol = {tol:.3g}); either n_sweeps is too small or the empirical "
-        "operator is not a contraction on this batch (untruncated traces, c_bar > 1)"
-    )
+    def F(X):
+        with np.errstate(over="ignore", invalid="ignore"):
+            tgt = targets_of(X.reshape(table.shape))
+            return np.bincount(keys, weights=tgt, minlength=size).reshape(G, K) / np.maximum(counts, 1)
+
+    b = F(np.zeros((G, K)))
+    A = np.empty((G, K, K))
+    for k in range(K):
+        unit = np.zeros((G, K))
+        unit[:, k] = 1.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            A[:, :, k] = F(unit) - b
+    A[~visited] = 0.0                                    # unvisited rows: X_j = initial value
+    b = np.where(visited, b, table.reshape(G, K))
+    finite = np.isfinite(A).all(axis=(1, 2)) & np.isfinite(b).all(axis=1)
+    radius = np.full(G, np.inf)
+    if finite.any():
+        radius[finite] = np.abs(np.linalg.eigvals(A[finite])).max(axis=1)
+    if not np.all(radius < 1.0 - 1e-9):
+        g = int(np.argmax(~(radius < 1.0 - 1e-9)))
+        raise ValueError(
+            f"traj: the batch iteration diverges for group {g}: its linear part has spectral "
+            f"radius {radius[g]:.3g} >= 1 on this batch (untruncated traces, c_bar > 1, are the "
+            "usual cause); use c_bar <= 1 or more data"
+        )
+    X = np.linalg.solve(np.eye(K)[None] - A, b[:, :, None])[:, :, 0]
+    return X.reshape(table.shape)
 
 
 def tabular_q_evaluation(traj, pi, gamma, *, method="retrace", lam=1.0, c_bar=1.0, n_step=1,
-                         n_sweeps=500, tol=1e-8, groups=None, n_groups=None, q0=None):
+                         groups=None, n_groups=None, q0=None):
     r"""Evaluate :math:`\pi` from a fixed batch of behaviour data by iterating sample targets.
 
-    Each sweep computes a target :math:`y_t` for every real step with the current table and
-    sets every visited entry to the mean target of its visits,
+    Each sweep of the batch iteration computes a target :math:`y_t` for every real step with the
+    current table and sets every visited entry to the mean target of its visits,
 
     .. math::
 
-        Q_{k+1}(s, a) = \frac{1}{N(s,a)} \sum_{(i,t):\, (s_{i,t}, a_{i,t}) = (s,a)} y_{i,t}(Q_k),
+        Q_{k+1}(s, a) = \frac{1}{N(s,a)} \sum_{(i,t):\, (s_{i,t}, a_{i,t}) = (s,a)} y_{i,t}(Q_k)
+        = A Q_k + b .
 
-    until the largest change is at most ``tol``. Targets (``method``):
+    The targets are affine in the table, so the limit of the iteration is the solution of
+    :math:`(I - A) Q = b`, computed directly (from :math:`SA + 1` evaluations of the targets)
+    after checking that the spectral radius of :math:`A` is below one, which is exactly when the
+    iteration converges. Unvisited entries keep their value in ``q0``. Targets (``method``):
 
     * ``"one_step"``: :math:`r_t + \gamma \sum_b \pi(b|s_{t+1}) Q(s_{t+1}, b)` (expected SARSA;
       no ratios needed, converges to :math:`Q^\pi`);
@@ -894,11 +906,6 @@ def tabular_q_evaluation(traj, pi, gamma, *, method="retrace", lam=1.0, c_bar=1.
         Retrace's trace decay and truncation level.
     n_step : int, default 1
         Number of rewards for ``"n_step"``.
-    n_sweeps : int, default 500
-        Maximum number of sweeps.
-    tol : float, default 1e-8
-        Stop when no entry changes by more than this; if that never happens within
-        ``n_sweeps`` sweeps a ValueError is raised (no silently unconverged answer).
     groups : array_like of int, shape (n_trajectories,), optional
         Evaluate independent tables, one per group id (replications, vectorised).
     n_groups : int, optional
@@ -915,8 +922,9 @@ def tabular_q_evaluation(traj, pi, gamma, *, method="retrace", lam=1.0, c_bar=1.
     ValueError
         On an unknown ``method``, a bad ``traj`` (not Trajectories, horizon < 2, states or
         actions outside the table, no target for ``"retrace"``, behaviour probability 0 where
-        the target's is positive), bad ``groups``, invalid numbers, or if the iteration does
-        not converge within ``n_sweeps`` (e.g. it diverges with untruncated traces).
+        the target's is positive), bad ``groups``, invalid numbers, or if the batch iteration
+        diverges (spectral radius >= 1, e.g. untruncated traces on a small batch; names the
+        group).
 
     Examples
     --------
@@ -966,19 +974,20 @@ def tabular_q_evaluation(traj, pi, gamma, *, method="retrace", lam=1.0, c_bar=1.
             y = _retrace_backward(b["r"], Q[b["g"], b["s"], b["a"]], v_next, c, cont, g)
         return y[use]
 
-    out = _sweeps(table, targets_of, keys, *_check_sweeps(n_sweeps, tol))
+    out = _fixed_point(table, targets_of, keys)
     return out if groups is not None else out[0]
 
 
 def tabular_v_evaluation(traj, n_states, gamma, *, rho_bar=1.0, c_bar=1.0, lam=1.0,
-                         n_sweeps=500, tol=1e-8, groups=None, n_groups=None, v0=None):
+                         groups=None, n_groups=None, v0=None):
     r"""Evaluate a target policy's state values from a fixed batch by iterating V-trace targets.
 
     .. math::
 
         V_{k+1}(s) = \frac{1}{N(s)} \sum_{(i,t):\, s_{i,t} = s} v_{i,t}(V_k),
 
-    with :math:`v_{i,t}` from :func:`vtrace_targets`. The iteration converges (approximately,
+    with :math:`v_{i,t}` from :func:`vtrace_targets`; its limit is computed directly as in
+    :func:`tabular_q_evaluation`. The iteration converges (approximately,
     on a finite batch) to :math:`V^{\pi_{\bar\rho}}`, the value of the truncated policy of
     :func:`vtrace_policy`: equal to :math:`V^\pi` only if :math:`\bar\rho` is at least the
     largest ratio. Data layout as in :func:`tabular_q_evaluation`.
@@ -992,7 +1001,7 @@ def tabular_v_evaluation(traj, n_states, gamma, *, rho_bar=1.0, c_bar=1.0, lam=1
     gamma : float in [0, 1]
     rho_bar, c_bar : float > 0 or inf, default 1.0
     lam : float in [0, 1], default 1.0
-    n_sweeps, tol, groups, n_groups
+    groups, n_groups
         As in :func:`tabular_q_evaluation`.
     v0 : array_like, shape (S,), optional
         Initial table (default zeros).
@@ -1042,5 +1051,5 @@ def tabular_v_evaluation(traj, n_states, gamma, *, rho_bar=1.0, c_bar=1.0, lam=1
         vs, _ = _vtrace_backward(b["r"], values, next_values, rho_t, c, cont, g)
         return vs[m]
 
-    out = _sweeps(table, targets_of, keys, *_check_sweeps(n_sweeps, tol))
+    out = _fixed_point(table, targets_of, keys)
     return out if groups is not None else out[0]

@@ -334,9 +334,34 @@ def test_batch_uncorrected_n_step_converges_to_the_wrong_q(buffer):
 
 def test_batch_vtrace_converges_to_truncated_policy_value(buffer):
     mdp, pi, mu, traj, groups = buffer
-    V = tabular_v_evaluation(traj, 6, mdp.gamma, rho_bar=1.0, groups=groups, tol=1e-6)
+    V = tabular_v_evaluation(traj, 6, mdp.gamma, rho_bar=1.0, groups=groups)
     assert z_scores(V, state_values(mdp, vtrace_policy(pi, mu, 1.0))) < 4.5   # V^{pi_rho_bar}
     assert z_scores(V, state_values(mdp, pi)) > 4.5                            # not V^pi
+
+
+def test_batch_solution_equals_plain_iteration():
+    """The direct solve gives the limit of 'compute targets, average per entry, repeat'."""
+    mdp, pi, rng = problem(23, gamma=0.8, n_terminal=1)
+    mu = softmax_policy(rng.normal(size=(6, 3)))
+    traj = sample_trajectories(mdp, mu, n=300, horizon=15, rng=rng, target=pi)
+    s, a, r, m = traj.states[:, :-1], traj.actions[:, :-1], traj.rewards[:, :-1], traj.mask[:, :-1]
+    s1, alive1, lr = traj.states[:, 1:], traj.mask[:, 1:] & m, traj.log_rho[:, :-1]
+    q = np.zeros((6, 3))
+    v = np.zeros(6)
+    for _ in range(400):
+        v_next = np.where(alive1, (pi * q).sum(axis=1)[s1], 0.0)
+        y = retrace_targets(r, q[s, a], v_next, lr, mdp.gamma, lam=0.8, mask=m)
+        sums = np.zeros((6, 3))
+        np.add.at(sums, (s[m], a[m]), y[m])
+        counts = np.zeros((6, 3))
+        np.add.at(counts, (s[m], a[m]), 1.0)
+        q = np.where(counts > 0, sums / np.maximum(counts, 1), q)
+        out = vtrace_targets(r, v[s], np.where(alive1, v[s1], 0.0), lr, mdp.gamma, mask=m)
+        v = np.where(np.bincount(s[m], minlength=6) > 0,
+                     np.bincount(s[m], weights=out.vs[m], minlength=6)
+                     / np.maximum(np.bincount(s[m], minlength=6), 1), v)
+    np.testing.assert_allclose(tabular_q_evaluation(traj, pi, mdp.gamma, lam=0.8), q, atol=1e-9)
+    np.testing.assert_allclose(tabular_v_evaluation(traj, 6, mdp.gamma), v, atol=1e-9)
 
 
 def test_batch_single_table_equals_its_group():
@@ -354,7 +379,7 @@ def test_batch_with_terminal_states():
     mu = uniform_policy(6, 3)
     traj = sample_trajectories(mdp, mu, n=3000, horizon=80, rng=rng, target=pi)
     assert traj.terminated.mean() > 0.99
-    Q = tabular_q_evaluation(traj, pi, mdp.gamma, tol=1e-6)
+    Q = tabular_q_evaluation(traj, pi, mdp.gamma)
     q_pi = policy_quantities(mdp, pi).Q
     assert np.abs(Q - q_pi)[~mdp.terminal].max() < 0.3      # 3000 episodes; s.e. about 0.05
 
@@ -362,10 +387,8 @@ def test_batch_with_terminal_states():
 def test_batch_untruncated_traces_diverge_loudly(buffer):
     mdp, pi, mu, traj, groups = buffer
     # c = rho (c_bar = inf): on some of these 40 small batches the empirical operator expands
-    with pytest.raises(ValueError, match=r"n_sweeps:.*did not converge.*e\+\d\d"):
-        tabular_q_evaluation(traj, pi, mdp.gamma, c_bar=np.inf, groups=groups, n_sweeps=30)
-    with pytest.raises(ValueError, match=r"n_sweeps:.*did not converge"):   # too few sweeps
-        tabular_q_evaluation(traj, pi, mdp.gamma, groups=groups, n_sweeps=2)
+    with pytest.raises(ValueError, match=r"traj:.*diverges for group \d+.*spectral radius"):
+        tabular_q_evaluation(traj, pi, mdp.gamma, c_bar=np.inf, groups=groups)
 
 
 # --- bad input --------------------------------------------------------------------------------
@@ -440,8 +463,8 @@ def test_batch_bad_input():
         tabular_q_evaluation(short, pi, 0.9)
     with pytest.raises(ValueError, match=r"groups:"):
         tabular_q_evaluation(traj, pi, 0.9, groups=np.arange(9))
-    with pytest.raises(ValueError, match=r"n_sweeps:"):
-        tabular_v_evaluation(traj, 6, 0.9, n_sweeps=0)
+    with pytest.raises(ValueError, match=r"n_states:"):
+        tabular_v_evaluation(traj, 0, 0.9)
     no_target = sample_trajectories(mdp, mu, n=10, horizon=5, rng=rng)
     with pytest.raises(ValueError, match=r"logp_target"):
         tabular_v_evaluation(no_target, 6, 0.9)
