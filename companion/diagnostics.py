@@ -143,8 +143,8 @@ def _gpd_fit_zhang_stephens(x: np.ndarray) -> tuple[float, float]:
     b += 1.0 / x[-1]
     k = np.log1p(-b[:, None] * x[None, :]).mean(axis=1)
     log_lik = n * (np.log(-b / k) - k - 1.0)
-    # posterior weights exp(L_j) / sum_l exp(L_l), written as 1 / sum_l exp(L_l - L_j)
-    post = 1.0 / np.exp(log_lik[None, :] - log_lik[:, None]).sum(axis=1)
+    # posterior weights exp(L_j) / sum_l exp(L_l) = exp(-logsumexp_l(L_l - L_j)), without overflow
+    post = np.exp(-logsumexp(log_lik[None, :] - log_lik[:, None], axis=1))
     keep = post >= 10 * np.finfo(np.float64).eps
     post, b = post[keep], b[keep]
     post /= post.sum()

@@ -31,6 +31,8 @@ def main(notebooks: list[str]) -> int:
     shutil.copy(ROOT / "_config.yml", out / "_config.yml")
     for page in ("intro.md", "notation.md", "api.md", "bibliography.md", "references.bib"):
         shutil.copy(ROOT / "book" / page, out / "book" / page)
+    for folder in ("_ext", "images"):
+        shutil.copytree(ROOT / "book" / folder, out / "book" / folder)
     for name in CHAPTERS:
         if name in names:
             shutil.copy(ROOT / "book" / f"{name}.ipynb", out / "book" / f"{name}.ipynb")
