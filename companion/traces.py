@@ -139,13 +139,6 @@ def _truncated_ratio(log_rho: np.ndarray, level: float) -> np.ndarray:
         return np.exp(capped)
 
 
-def _continues(m: np.ndarray) -> np.ndarray:
-    """(n, T) bool: step t + 1 exists and is real (the trace may continue past step t)."""
-    cont = np.zeros_like(m)
-    cont[:, :-1] = m[:, 1:]
-    return cont
-
-
 def _check_finite_result(x: np.ndarray, name: str) -> None:
     if not np.all(np.isfinite(x)):
         i, t = first_index(~np.isfinite(x))
@@ -159,16 +152,49 @@ def _check_finite_result(x: np.ndarray, name: str) -> None:
 # sample-based targets
 
 
-def _retrace_backward(r, q_taken, v_next, c, cont, gamma):
-    """Backward recursion of the Retrace target (no validation)."""
-    n, T = r.shape
-    out = np.zeros((n, T))
-    nxt = np.zeros(n)  # Q^ret_{t+1} - Q(s_{t+1}, a_{t+1}) times c_{t+1}, or 0
-    with np.errstate(over="ignore", invalid="ignore"):
+class _Layout:
+    """Real steps of a padded batch in column-major order, longest rows first.
+
+    Column ``t`` holds the real steps of the ``active[t]`` longest rows, stored at flat positions
+    ``off[t], ..., off[t] + active[t] - 1``; row ``j`` of column ``t + 1`` (if it exists) is the
+    successor of row ``j`` of column ``t``. The backward recursions then touch real steps only.
+    """
+
+    def __init__(self, m: np.ndarray):
+        order = np.argsort(-m.sum(axis=1), kind="stable")
+        ms = m[order]
+        active = ms.sum(axis=0)
+        self.active = active[active > 0]                      # non-increasing (suffix padding)
+        self.off = np.concatenate([[0], np.cumsum(self.active)[:-1]]).astype(np.int64)
+        cols, rows_sorted = np.nonzero(ms.T)
+        self.rows, self.cols = order[rows_sorted], cols
+
+    def take(self, x: np.ndarray) -> np.ndarray:
+        return x[self.rows, self.cols]
+
+    def put(self, flat: np.ndarray, shape) -> np.ndarray:
+        out = np.zeros(shape)
+        out[self.rows, self.cols] = flat
+        return out
+
+    def columns(self):
+        """Yield (slice of column t, slice of column t + 1 or None), for t from last to first."""
+        T = len(self.active)
         for t in range(T - 1, -1, -1):
-            out[:, t] = r[:, t] + gamma * (v_next[:, t] + nxt)
-            if t > 0:
-                nxt = np.where(cont[:, t - 1], c[:, t] * (out[:, t] - q_taken[:, t]), 0.0)
+            cur = slice(self.off[t], self.off[t] + self.active[t])
+            nxt = None if t + 1 == T else slice(self.off[t + 1], self.off[t + 1] + self.active[t + 1])
+            yield cur, nxt
+
+
+def _retrace_flat(r, q_taken, v_next, c, gamma, layout):
+    """Backward recursion of the Retrace target on flat real steps (no validation)."""
+    out = np.empty_like(r)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for cur, nxt in layout.columns():
+            cont = np.zeros(cur.stop - cur.start)   # c_{t+1} (Q^ret_{t+1} - Q_{t+1}) or 0
+            if nxt is not None:
+                cont[: nxt.stop - nxt.start] = c[nxt] * (out[nxt] - q_taken[nxt])
+            out[cur] = r[cur] + gamma * (v_next[cur] + cont)
     return out
 
 
@@ -240,8 +266,10 @@ def retrace_targets(rewards, q_taken, v_next, log_ratios, gamma, lam=1.0, c_bar=
     arrs, m = _batch({"rewards": rewards, "q_taken": q_taken, "v_next": v_next,
                       "log_ratios": log_ratios}, mask)
     c = lam_ * _truncated_ratio(arrs["log_ratios"], cb)
-    out = _retrace_backward(arrs["rewards"], arrs["q_taken"], arrs["v_next"], c, _continues(m), g)
-    out = np.where(m, out, 0.0)
+    lay = _Layout(m)
+    flat = _retrace_flat(lay.take(arrs["rewards"]), lay.take(arrs["q_taken"]),
+                         lay.take(arrs["v_next"]), lay.take(c), g, lay)
+    out = lay.put(flat, m.shape)
     _check_finite_result(out, "Retrace targets")
     return out
 
@@ -332,25 +360,26 @@ def vtrace_targets(rewards, values, next_values, log_ratios, gamma, rho_bar=1.0,
     r, V, V1 = arrs["rewards"], arrs["values"], arrs["next_values"]
     rho_t = _truncated_ratio(arrs["log_ratios"], rb)
     c = lam_ * _truncated_ratio(arrs["log_ratios"], cb)
-    vs, adv = _vtrace_backward(r, V, V1, rho_t, c, _continues(m), g)
-    vs, adv = np.where(m, vs, 0.0), np.where(m, adv, 0.0)
+    lay = _Layout(m)
+    vs_f, adv_f = _vtrace_flat(*(lay.take(x) for x in (r, V, V1, rho_t, c)), g, lay)
+    vs, adv = lay.put(vs_f, m.shape), lay.put(adv_f, m.shape)
     _check_finite_result(vs, "V-trace targets")
     _check_finite_result(adv, "V-trace advantages")
     return VTraceTargets(vs, adv)
 
 
-def _vtrace_backward(r, V, V1, rho_t, c, cont, gamma):
-    n, T = r.shape
-    vs = np.zeros((n, T))
-    adv = np.zeros((n, T))
+def _vtrace_flat(r, V, V1, rho_t, c, gamma, layout):
+    """Backward recursion of V-trace on flat real steps (no validation)."""
+    vs = np.empty_like(r)
+    adv = np.empty_like(r)
     with np.errstate(over="ignore", invalid="ignore"):
-        delta = rho_t * (r + gamma * V1 - V)
-        corr = np.zeros(n)  # v_{t+1} - V(s_{t+1}) if step t+1 is real, else 0
-        for t in range(T - 1, -1, -1):
-            corr = np.where(cont[:, t], corr, 0.0)
-            vs[:, t] = V[:, t] + delta[:, t] + gamma * c[:, t] * corr
-            adv[:, t] = rho_t[:, t] * (r[:, t] + gamma * (V1[:, t] + corr) - V[:, t])
-            corr = vs[:, t] - V[:, t]
+        for cur, nxt in layout.columns():
+            corr = np.zeros(cur.stop - cur.start)   # v_{t+1} - V(s_{t+1}) or 0
+            if nxt is not None:
+                corr[: nxt.stop - nxt.start] = vs[nxt] - V[nxt]
+            td = r[cur] + gamma * V1[cur] - V[cur]
+            vs[cur] = V[cur] + rho_t[cur] * td + gamma * c[cur] * corr
+            adv[cur] = rho_t[cur] * (td + gamma * corr)
     return vs, adv
 
 
@@ -413,20 +442,24 @@ def _check_n_step(n_step) -> int:
     return int(n_step)
 
 
-def _nstep(r, v_next, m, n, g):
+def _nstep_parts(r, m, n, g):
+    """Reward part, bootstrap column and discount of every n-step target (2-D, padded)."""
     N, T = r.shape
     lengths = m.sum(axis=1)
-    out = np.zeros((N, T))
+    part = np.zeros((N, T))
     t = np.arange(T)
     for k in range(min(n, T)):
         shifted = np.zeros((N, T))
         shifted[:, : T - k] = r[:, k:]
-        out += g**k * np.where(t[None, :] + k < lengths[:, None], shifted, 0.0)
-    last = np.minimum(t[None, :] + n, lengths[:, None]) - 1           # index of the bootstrap
-    steps = last - t[None, :] + 1                                     # m
-    boot = np.take_along_axis(v_next, np.clip(last, 0, T - 1), axis=1)
-    out += np.where(steps > 0, g ** np.maximum(steps, 0) * boot, 0.0)
-    return np.where(m, out, 0.0)
+        part += g**k * np.where(t[None, :] + k < lengths[:, None], shifted, 0.0)
+    last = np.clip(np.minimum(t[None, :] + n, lengths[:, None]) - 1, 0, T - 1)  # bootstrap step
+    steps = np.maximum(last - t[None, :] + 1, 0)                                # m
+    return part, last, np.where(m, g**steps, 0.0)
+
+
+def _nstep(r, v_next, m, n, g):
+    part, last, disc = _nstep_parts(r, m, n, g)
+    return np.where(m, part + disc * np.take_along_axis(v_next, last, axis=1), 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -815,10 +848,15 @@ def _buffer(traj, n_states, n_actions, groups, n_groups, need_ratios):
             raise ValueError(f"traj: behaviour probability 0 where the target's is positive at "
                              f"{where((i, t), 2)}")
     m = traj.mask[:, :-1]
+    lay = _Layout(m)
+    take = lay.take
     return {
-        "s": traj.states[:, :-1], "a": traj.actions[:, :-1], "r": np.where(m, traj.rewards[:, :-1], 0.0),
-        "m": m, "s1": traj.states[:, 1:], "alive1": traj.mask[:, 1:] & m,
-        "log_rho": log_rho, "g": grp[:, None] * np.ones_like(m, dtype=np.int64), "G": G,
+        "m": m, "layout": lay, "rows": lay.rows, "cols": lay.cols,
+        "s": take(traj.states[:, :-1]), "a": take(traj.actions[:, :-1]),
+        "r": take(traj.rewards[:, :-1]), "s1": take(traj.states[:, 1:]),
+        "alive1": take(traj.mask[:, 1:]), "ended": ~traj.mask[:, -1],
+        "log_rho": None if log_rho is None else take(log_rho),
+        "g": grp[lay.rows], "G": G,
     }
 
 
@@ -949,19 +987,23 @@ def tabular_q_evaluation(traj, pi, gamma, *, method="retrace", lam=1.0, c_bar=1.
     S, A = p.shape
     b = _buffer(traj, S, A, groups, n_groups, need_ratios=method == "retrace")
     G = b["G"]
-    m = b["m"]
-    use = m
+    lay = b["layout"]
+    use = np.ones(b["s"].shape, dtype=bool)
     if method == "n_step":
         # keep only complete n-step windows: the episode ended, or n real steps are available
-        lengths = m.sum(axis=1)
-        ended = ~traj.mask[:, -1]
-        use = m & (ended[:, None] | (np.arange(m.shape[1])[None, :] + n <= lengths[:, None]))
+        m = b["m"]
+        part, last, disc = _nstep_parts(np.where(m, traj.rewards[:, :-1], 0.0), m, n, g)
+        pos = np.zeros(m.shape, dtype=np.int64)
+        pos[lay.rows, lay.cols] = np.arange(lay.rows.size)
+        boot = lay.take(np.take_along_axis(pos, last, axis=1))      # flat index of bootstrap
+        part, disc = lay.take(part), lay.take(disc)
+        lengths = m.sum(axis=1)[lay.rows]
+        use = b["ended"][lay.rows] | (lay.cols + n <= lengths)
     keys = ((b["g"] * S + b["s"]) * A + b["a"])[use]
     table = np.zeros((G, S, A)) if q0 is None else np.broadcast_to(
         _table(q0, "q0", (S, A)), (G, S, A)).astype(float)
     if method == "retrace":
         c = lam_ * _truncated_ratio(b["log_rho"], cb)
-        cont = _continues(m)
 
     def targets_of(Q):
         v = np.einsum("sa,gsa->gs", p, Q)
@@ -969,9 +1011,9 @@ def tabular_q_evaluation(traj, pi, gamma, *, method="retrace", lam=1.0, c_bar=1.
         if method == "one_step":
             y = b["r"] + g * v_next
         elif method == "n_step":
-            y = _nstep(b["r"], v_next, m, n, g)
+            y = part + disc * v_next[boot]
         else:
-            y = _retrace_backward(b["r"], Q[b["g"], b["s"], b["a"]], v_next, c, cont, g)
+            y = _retrace_flat(b["r"], Q[b["g"], b["s"], b["a"]], v_next, c, g, lay)
         return y[use]
 
     out = _fixed_point(table, targets_of, keys)
@@ -1037,19 +1079,17 @@ def tabular_v_evaluation(traj, n_states, gamma, *, rho_bar=1.0, c_bar=1.0, lam=1
     S = int(n_states)
     b = _buffer(traj, S, int(traj.actions.max()) + 1, groups, n_groups, need_ratios=True)
     G = b["G"]
-    m = b["m"]
-    keys = (b["g"] * S + b["s"])[m]
+    keys = b["g"] * S + b["s"]
     table = np.zeros((G, S)) if v0 is None else np.broadcast_to(
         _table(v0, "v0", (S,)), (G, S)).astype(float)
     rho_t = _truncated_ratio(b["log_rho"], rb)
     c = lam_ * _truncated_ratio(b["log_rho"], cb)
-    cont = _continues(m)
 
     def targets_of(V):
         values = V[b["g"], b["s"]]
         next_values = np.where(b["alive1"], V[b["g"], b["s1"]], 0.0)
-        vs, _ = _vtrace_backward(b["r"], values, next_values, rho_t, c, cont, g)
-        return vs[m]
+        vs, _ = _vtrace_flat(b["r"], values, next_values, rho_t, c, g, b["layout"])
+        return vs
 
     out = _fixed_point(table, targets_of, keys)
     return out if groups is not None else out[0]
