@@ -507,7 +507,8 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
         \frac{\sum_i \rho_{i,0:t} \, r_{i,t}}{\sum_i \rho_{i,0:t}}.
 
     Each step's reward is self-normalised by the prefix weights of that step (Precup et al.
-    2000; Sutton & Barto 2018, section 5.9). Computed with a per-step max-subtraction, so any
+    2000; Sutton & Barto 2018, section 5.9, discuss per-decision weighting but leave the weighted
+    form open; this is the per-step normalisation of Precup et al.). Computed with a per-step max-subtraction, so any
     trajectory length is fine. If every prefix weight at step :math:`t` is zero, the step
     contributes 0 (no trajectory reached it under :math:`\pi`). Standard error by the delta
     method with the per-trajectory influence

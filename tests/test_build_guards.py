@@ -32,6 +32,8 @@ def one_page_book(tmp_path):
     shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
     (tmp_path / "book").mkdir()
     shutil.copy(ROOT / "book" / "references.bib", tmp_path / "book" / "references.bib")
+    for folder in ("_ext", "images"):
+        shutil.copytree(ROOT / "book" / folder, tmp_path / "book" / folder)
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/page\n")
     return tmp_path
 
