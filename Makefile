@@ -13,7 +13,8 @@ NOTEBOOKS = $(shell $(BIN)/python scripts/toc.py notebooks)
 JB_FLAGS := -W -n --keep-going
 
 .PHONY: install book book-nosolutions test test-unit test-notebooks test-build test-browser \
-        test-slow serve lint strip sync-repo-url benchmarks clean
+        test-slow test-assignments assignments serve lint strip sync-repo-url benchmarks clean
+ASSIGNMENTS := estimators variance ppo trpo
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,11 +41,12 @@ serve:
 	$(BIN)/python -m http.server --directory _build/html 8000
 
 ## Every test. Deleting the execution cache forces every notebook to execute afresh.
-test: test-unit test-notebooks test-build test-browser test-slow
+test: test-unit test-notebooks test-build test-browser test-assignments test-slow
 
 test-unit: $(STAMP)
 	$(BIN)/python scripts/colab_cell.py --check
-	$(BIN)/python -m pytest -m "not slow and not browser" --doctest-modules companion tests
+	$(BIN)/python -m pytest -m "not slow and not browser" --doctest-modules companion tests \
+	  --ignore=tests/test_assignments.py
 
 test-notebooks: $(STAMP)
 	@test -n "$(NOTEBOOKS)" || { echo "no notebooks in _toc.yml"; exit 1; }
@@ -60,6 +62,21 @@ test-browser: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow tests
+
+## The graded assignments (book/instructors.md): student and autograder versions in
+## assignments/dist/<name>/{student,autograder}. Installs the instructor tools.
+assignments: $(STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements-instructor.txt
+	rm -rf assignments/dist
+	for a in $(ASSIGNMENTS); do \
+	  $(BIN)/otter assign --no-pdfs assignments/$$a/$$a.ipynb assignments/dist/$$a || exit 1; \
+	done
+
+## Proves the grading right: solutions score full marks, untouched notebooks 0, typical mistakes
+## lose exactly their question's points.
+test-assignments: $(STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements-instructor.txt
+	$(BIN)/python -m pytest tests/test_assignments.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,4 +1,7 @@
-"""Keep the set-up cell at the top of every chapter notebook in sync with ``_config.yml``.
+"""Keep every copy of the repository URL in sync with ``_config.yml``.
+
+It appears in the set-up cell at the top of every chapter notebook and in the autograder's
+requirements (``assignments/requirements-autograder.txt``).
 
 The repository URL lives in one place, ``repository.url`` in ``_config.yml``. Every chapter notebook
 starts with a code cell, hidden in the HTML (tag ``remove-cell``), that installs the companion and its
@@ -58,6 +61,21 @@ def stale_notebooks(root: Path = ROOT) -> list[Path]:
     return stale
 
 
+AUTOGRADER_REQUIREMENTS = Path("assignments") / "requirements-autograder.txt"
+
+
+def autograder_line(root: Path = ROOT) -> str:
+    """The line of the autograder's requirements that installs the companion from the repository."""
+    repo = yaml.safe_load((root / "_config.yml").read_text())["repository"]
+    return f"is-rl-companion @ git+{repo['url'].rstrip('/')}@{repo.get('branch', 'main')}"
+
+
+def autograder_requirements_stale(root: Path = ROOT) -> bool:
+    """Whether the autograder's requirements install the companion from another repository."""
+    path = root / AUTOGRADER_REQUIREMENTS
+    return path.exists() and autograder_line(root) not in path.read_text().splitlines()
+
+
 def write(root: Path = ROOT) -> list[Path]:
     """Insert or refresh the set-up cell in every stale notebook; return the notebooks changed."""
     changed = stale_notebooks(root)
@@ -73,6 +91,12 @@ def write(root: Path = ROOT) -> list[Path]:
             index = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), len(nb.cells))
             nb.cells.insert(index, new)
         nbformat.write(nb, path)
+    if autograder_requirements_stale(root):
+        path = root / AUTOGRADER_REQUIREMENTS
+        lines = [autograder_line(root) if line.startswith("is-rl-companion @") else line
+                 for line in path.read_text().splitlines()]
+        path.write_text("\n".join(lines) + "\n")
+        changed.append(path)
     return changed
 
 
@@ -86,6 +110,8 @@ if __name__ == "__main__":
         stale = stale_notebooks()
         for path in stale:
             print(f"stale or missing set-up cell: {path.relative_to(ROOT)}", file=sys.stderr)
-        sys.exit(1 if stale else 0)
+        if autograder_requirements_stale():
+            print(f"stale repository URL in {AUTOGRADER_REQUIREMENTS}", file=sys.stderr)
+        sys.exit(1 if stale or autograder_requirements_stale() else 0)
     for path in write():
         print(f"updated {path.relative_to(ROOT)}")

@@ -103,3 +103,17 @@ def test_requirements_pin_every_dependency_exactly():
     unpinned = [line for line in lines if "==" not in line]
     assert unpinned == []
     assert "torch==2.13.0" in lines
+
+
+def test_autograder_installs_the_companion_from_this_repository():
+    assert not colab_cell.autograder_requirements_stale(ROOT)
+
+
+def test_autograder_requirements_pin_the_same_versions_as_the_course():
+    def pins(path):
+        lines = (ROOT / path).read_text().splitlines()
+        return dict(line.split("==") for line in lines if "==" in line and not line.startswith("#"))
+
+    course, autograder = pins("requirements.txt"), pins("assignments/requirements-autograder.txt")
+    assert autograder, "the autograder's requirements pin nothing"
+    assert {name: course.get(name) for name in autograder} == autograder
