@@ -1,0 +1,272 @@
+"""Tests for companion.variance: closed forms, brute-force enumeration, simulation, bad input."""
+
+import numpy as np
+import pytest
+
+from companion.mdp import (
+    TabularMDP,
+    policy_quantities,
+    policy_value,
+    random_mdp,
+    sample_trajectories,
+    softmax_policy,
+)
+from companion.policy_gradient import surrogate_objective
+from companion.variance import (
+    chi_square_divergence,
+    log_weight_moment,
+    population_ess_fraction,
+    single_step_is,
+)
+
+Z = 4.0  # tolerance in standard errors for the statistical checks
+
+
+def one_state(n_actions=2):
+    return TabularMDP(np.ones((1, n_actions, 1)), np.zeros((1, n_actions)), gamma=1.0,
+                      initial=[1.0])
+
+
+def brute_force_moment(mdp, pi, mu, horizon, order):
+    """E_mu[w^k] by enumerating every path (s_0, a_0, s_1, ...) with its probability and weight."""
+    S, A = pi.shape
+
+    def paths(s, t, prob, weight):
+        if t == horizon or mdp.terminal[s]:
+            yield prob, weight
+            return
+        for a in range(A):
+            for s_next in range(S):
+                p = mu[s, a] * mdp.P[s, a, s_next]
+                if p > 0:
+                    yield from paths(s_next, t + 1, prob * p, weight * (pi[s, a] / mu[s, a]) ** order)
+
+    return sum(prob * weight for s0 in range(S) if mdp.initial[s0] > 0
+               for prob, weight in paths(s0, 0, mdp.initial[s0], 1.0))
+
+
+# ------------------------------------------------------------------------------------------------
+# chi_square_divergence
+# ------------------------------------------------------------------------------------------------
+def test_chi_square_closed_forms():
+    assert chi_square_divergence([0.6, 0.4], [0.5, 0.5]) == pytest.approx(0.04)
+    delta = 0.15
+    assert chi_square_divergence([0.5 + delta, 0.5 - delta], [0.5, 0.5]) == pytest.approx(
+        4 * delta**2)
+    out = chi_square_divergence([[0.2, 0.8], [0.3, 0.7]], [[0.2, 0.8], [0.5, 0.5]])
+    assert out.shape == (2,)
+    assert out == pytest.approx([0.0, 0.2**2 / 0.5 * 2])
+
+
+def test_chi_square_is_excess_second_moment():
+    rng = np.random.default_rng(0)
+    pi, mu = rng.dirichlet(np.ones(4)), rng.dirichlet(np.ones(4))
+    assert chi_square_divergence(pi, mu) == pytest.approx(np.sum(mu * (pi / mu) ** 2) - 1)
+
+
+def test_chi_square_zero_behaviour_probability_of_unused_action_is_fine():
+    assert chi_square_divergence([1.0, 0.0], [0.5, 0.5]) == pytest.approx(1.0)
+    assert chi_square_divergence([1.0, 0.0, 0.0], [0.5, 0.5, 0.0]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("pi, mu, match", [
+    ([0.5, 0.5], [1.0, 0.0], "action 1"),
+    ([[0.5, 0.5], [0.5, 0.5]], [[0.5, 0.5], [0.0, 1.0]], "state 1, action 0"),
+    ([0.5, 0.5], [0.5, 0.3, 0.2], "same shape"),
+    ([0.5, 0.6], [0.5, 0.5], "sum to 1"),
+    ([np.nan, 1.0], [0.5, 0.5], "NaN"),
+    ([1.5, -0.5], [0.5, 0.5], r"\[0, 1\]"),
+])
+def test_chi_square_bad_input(pi, mu, match):
+    with pytest.raises(ValueError, match=match):
+        chi_square_divergence(pi, mu)
+
+
+# ------------------------------------------------------------------------------------------------
+# log_weight_moment
+# ------------------------------------------------------------------------------------------------
+def test_one_state_second_moment_is_the_closed_form():
+    pi, mu = np.array([[0.6, 0.4]]), np.array([[0.5, 0.5]])
+    logs = log_weight_moment(one_state(), pi, mu, horizon=1000, per_horizon=True)
+    T = np.arange(1, 1001)
+    np.testing.assert_allclose(logs, T * np.log1p(chi_square_divergence(pi[0], mu[0])),
+                               rtol=1e-12)
+    assert np.isfinite(logs[-1])          # 1.04^1000 is about 1e17; 1.2^10000 would be fine too
+
+
+def test_order_one_is_zero_and_fourth_moment_closed_form():
+    pi, mu = np.array([[0.7, 0.2, 0.1]]), np.array([[0.3, 0.3, 0.4]])
+    assert log_weight_moment(one_state(3), pi, mu, 50, order=1) == pytest.approx(0.0, abs=1e-12)
+    m4 = np.sum(mu * (pi / mu) ** 4)
+    assert log_weight_moment(one_state(3), pi, mu, 7, order=4) == pytest.approx(7 * np.log(m4))
+
+
+@pytest.mark.parametrize("n_terminal", [0, 1])
+@pytest.mark.parametrize("order", [2, 3, 0.5])
+def test_matches_brute_force_enumeration(n_terminal, order):
+    mdp = random_mdp(3, 2, rng=7, gamma=0.9, n_terminal=n_terminal)
+    rng = np.random.default_rng(1)
+    pi = softmax_policy(rng.normal(size=(3, 2)))
+    mu = softmax_policy(rng.normal(size=(3, 2)))
+    for H in (1, 2, 4):
+        exact = brute_force_moment(mdp, pi, mu, H, order)
+        assert np.exp(log_weight_moment(mdp, pi, mu, H, order)) == pytest.approx(exact, rel=1e-10)
+
+
+def test_per_horizon_agrees_with_single_calls():
+    mdp = random_mdp(4, 3, rng=3, n_terminal=1)
+    rng = np.random.default_rng(2)
+    pi, mu = softmax_policy(rng.normal(size=(4, 3))), softmax_policy(rng.normal(size=(4, 3)))
+    logs = log_weight_moment(mdp, pi, mu, 6, per_horizon=True)
+    assert logs.shape == (6,)
+    for h in range(1, 7):
+        assert logs[h - 1] == pytest.approx(log_weight_moment(mdp, pi, mu, h))
+
+
+def test_matches_simulation_within_standard_error():
+    mdp = random_mdp(5, 3, rng=11, gamma=0.95)
+    rng = np.random.default_rng(5)
+    mu = softmax_policy(rng.normal(scale=0.3, size=(5, 3)))
+    pi = softmax_policy(rng.normal(scale=0.3, size=(5, 3)))
+    H, n = 8, 200_000
+    traj = sample_trajectories(mdp, mu, n, H, rng=6, target=pi)
+    w2 = np.exp(2 * traj.log_rho.sum(axis=1))
+    m2 = np.exp(log_weight_moment(mdp, pi, mu, H))
+    m4 = np.exp(log_weight_moment(mdp, pi, mu, H, order=4))
+    se = np.sqrt((m4 - m2**2) / n)                  # exact standard error of the sample mean of w^2
+    assert abs(w2.mean() - m2) < Z * se
+
+
+def test_target_with_zero_probabilities_is_allowed():
+    pi, mu = np.array([[1.0, 0.0]]), np.array([[0.5, 0.5]])
+    assert log_weight_moment(one_state(), pi, mu, 3) == pytest.approx(3 * np.log(2.0))
+
+
+def test_bad_input():
+    mdp = one_state()
+    pi, mu = np.array([[0.6, 0.4]]), np.array([[0.5, 0.5]])
+    with pytest.raises(ValueError, match="state 0, action 1"):
+        log_weight_moment(mdp, pi, np.array([[1.0, 0.0]]), 3)
+    with pytest.raises(ValueError, match="horizon"):
+        log_weight_moment(mdp, pi, mu, 0)
+    with pytest.raises(ValueError, match="horizon"):
+        log_weight_moment(mdp, pi, mu, None)
+    with pytest.raises(ValueError, match="order"):
+        log_weight_moment(mdp, pi, mu, 3, order=-1)
+    with pytest.raises(ValueError, match="order"):
+        log_weight_moment(mdp, pi, mu, 3, order="two")
+    with pytest.raises(ValueError, match="mdp"):
+        log_weight_moment("not an mdp", pi, mu, 3)
+    with pytest.raises(ValueError, match="shape"):
+        log_weight_moment(mdp, np.array([[0.6, 0.4], [0.5, 0.5]]), mu, 3)
+
+
+# ------------------------------------------------------------------------------------------------
+# single_step_is
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def surrogate_setting():
+    mdp = random_mdp(4, 3, rng=22, gamma=0.9, alpha=0.1)
+    rng = np.random.default_rng(8)
+    mu = softmax_policy(rng.normal(scale=0.5, size=(4, 3)))
+    pi = softmax_policy(rng.normal(scale=1.0, size=(4, 3)))
+    H, n = 10, 40_000
+    traj = sample_trajectories(mdp, mu, n, H, rng=9, target=pi)
+    A_mu = policy_quantities(mdp, mu, horizon=H).A           # (H, S, A)
+    adv = A_mu[np.arange(H), traj.states, traj.actions]
+    return mdp, pi, mu, H, traj, adv
+
+
+def test_single_step_estimates_the_surrogate_not_the_value(surrogate_setting):
+    mdp, pi, mu, H, traj, adv = surrogate_setting
+    est = single_step_is(traj.rewards, traj.log_rho, adv, gamma=mdp.gamma)
+    L = surrogate_objective(mdp, pi, mu, horizon=H)
+    J = policy_value(mdp, pi, horizon=H)
+    assert abs(est.estimate - L) < Z * est.stderr
+    assert abs(est.estimate - J) > 2 * Z * est.stderr   # far from J(pi): the bias is visible
+
+
+def test_single_step_on_policy_is_the_monte_carlo_return(surrogate_setting):
+    mdp, pi, mu, H, traj, adv = surrogate_setting
+    est = single_step_is(traj.rewards, np.zeros_like(traj.log_rho), adv, gamma=mdp.gamma)
+    np.testing.assert_allclose(est.terms, traj.rewards @ mdp.gamma ** np.arange(H))
+    assert abs(est.estimate - policy_value(mdp, mu, horizon=H)) < Z * est.stderr
+
+
+def test_single_step_matches_a_plain_loop():
+    rng = np.random.default_rng(3)
+    r, lr, adv = rng.normal(size=(5, 4)), rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+    mask = np.ones((5, 4), dtype=bool)
+    mask[1, 2:] = False
+    mask[3, 1:] = False
+    r_pad = np.where(mask, r, np.nan)                # padding may hold anything
+    est = single_step_is(r_pad, lr, adv, gamma=0.8, mask=mask)
+    loop = [sum(0.8**t * (r[i, t] + (np.exp(lr[i, t]) - 1) * adv[i, t]) for t in range(4) if mask[i, t])
+            for i in range(5)]
+    np.testing.assert_allclose(est.terms, loop)
+    assert est.estimate == pytest.approx(np.mean(loop))
+    assert est.stderr == pytest.approx(np.std(loop, ddof=1) / np.sqrt(5))
+    assert est.n == 5
+
+
+def test_single_step_zero_ratio_is_allowed():
+    est = single_step_is([[1.0, 1.0]], [[-np.inf, 0.0]], [[5.0, 1.0]])
+    assert est.estimate == pytest.approx(2.0 - 5.0)
+    assert np.isnan(est.stderr)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(rewards=np.zeros((2, 3)), log_ratios=np.zeros((2, 2)), advantages=np.zeros((2, 3))),
+     "log_ratios: shape"),
+    (dict(rewards=np.zeros((2, 3)), log_ratios=np.zeros((2, 3)), advantages=np.zeros((3, 3))),
+     "advantages: shape"),
+    (dict(rewards=np.zeros((0, 3)), log_ratios=np.zeros((0, 3)), advantages=np.zeros((0, 3))),
+     "empty"),
+    (dict(rewards=[[0.0, np.nan]], log_ratios=[[0.0, 0.0]], advantages=[[0.0, 0.0]]),
+     "rewards: NaN or inf at trajectory 0, step 1"),
+    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, 0.0]], advantages=[[np.inf, 0.0]]),
+     "advantages: NaN or inf at trajectory 0, step 0"),
+    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, np.inf]], advantages=[[0.0, 0.0]]),
+     "log_ratios: NaN or \\+inf at trajectory 0, step 1"),
+    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, 800.0]], advantages=[[0.0, 1.0]]),
+     "overflows float64 at trajectory 0, step 1"),
+    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, 0.0]], advantages=[[0.0, 0.0]], gamma=1.5),
+     "gamma"),
+    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, 0.0]], advantages=[[0.0, 0.0]],
+          mask=np.array([[False, True]])), "suffix"),
+])
+def test_single_step_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        single_step_is(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# population_ess_fraction
+# ------------------------------------------------------------------------------------------------
+def test_population_ess_fraction_is_one_over_second_moment():
+    pi, mu = np.array([[0.6, 0.4]]), np.array([[0.5, 0.5]])
+    assert population_ess_fraction(one_state(), pi, mu, 30) == pytest.approx(1.04**-30)
+    assert population_ess_fraction(one_state(), mu, mu, 30, n=10) == (pytest.approx(1.0), 0.0)
+
+
+def test_population_ess_fraction_stderr_matches_repeated_batches():
+    from companion.diagnostics import effective_sample_size
+
+    mdp = random_mdp(4, 3, rng=12)
+    rng = np.random.default_rng(13)
+    theta = rng.normal(scale=0.5, size=(4, 3))
+    mu = softmax_policy(theta)
+    pi = softmax_policy(theta + rng.normal(scale=0.3, size=(4, 3)))
+    H, n, reps = 6, 500, 400
+    frac, se = population_ess_fraction(mdp, pi, mu, H, n=n)
+    traj = sample_trajectories(mdp, mu, n * reps, H, rng=14, target=pi)
+    w = np.exp(traj.log_rho.sum(axis=1)).reshape(reps, n)
+    log_ess = np.log([effective_sample_size(row) / n for row in w])
+    assert abs(log_ess.mean() - np.log(frac)) < Z * se / np.sqrt(reps) + 2 * se**2  # O(1/n) bias
+    assert log_ess.std(ddof=1) == pytest.approx(se, rel=0.15)   # sd of a sd: ~ 1/sqrt(2 reps)
+
+
+def test_population_ess_fraction_bad_n():
+    pi, mu = np.array([[0.6, 0.4]]), np.array([[0.5, 0.5]])
+    with pytest.raises(ValueError, match="n must be"):
+        population_ess_fraction(one_state(), pi, mu, 3, n=0)
