@@ -195,6 +195,13 @@ def pareto_khat(w, log: bool = False) -> float:
         reliable as far as the tail is concerned. ArviZ returns ``+inf`` ("fit failed") in that
         case; we deliberately differ, because a bounded weight distribution is the best case.
 
+    Notes
+    -----
+    The fit assumes a continuous tail. Weights on a coarse lattice with many ties in the tail
+    (products of a few distinct ratios, e.g. ratios 1.2 and 0.8 over 50 steps, or the powers of two
+    of Sutton & Barto's Example 5.5) can give a meaningless :math:`\hat k` (values far above 1, or
+    far below the true tail index); ArviZ gives the same numbers. Chapters 4 and 8 show both cases.
+
     Raises
     ------
     ValueError
