@@ -757,7 +757,8 @@ def nstep_fixed_point(mdp, pi, mu, n_step) -> np.ndarray:
         Q_n = \bigl(I - \gamma^n (P^\mu)^{n-1} P^\pi\bigr)^{-1}
         \sum_{k=0}^{n-1} (\gamma P^\mu)^k r ,
 
-    the value of "take :math:`a`, follow :math:`\mu` for :math:`n-1` steps, then start again".
+    the value of "take :math:`a`, follow :math:`\mu` for :math:`n-1` steps, then choose with
+    :math:`\pi` and repeat".
     :math:`Q_1 = Q^\pi`; as :math:`n \to \infty` (with :math:`\gamma < 1`) :math:`Q_n \to Q^\mu`.
 
     Parameters
