@@ -390,6 +390,21 @@ def _explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
     return float(1.0 - (returns - values).var() / var)
 
 
+def _clip_global_grad_norm(params, max_norm):
+    """Rescale all gradients together so that their joint l2 norm is at most ``max_norm``.
+
+    Same result as ``torch.nn.utils.clip_grad_norm_`` (norm of the concatenated gradients,
+    coefficient ``max_norm / (norm + 1e-6)`` capped at 1), with less overhead for small networks.
+    Returns the norm before clipping.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads]))
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef)
+    return total
+
+
 def train_ppo(env_id: str = "CartPole-v1", config: PPOConfig | None = None, seed: int = 0,
               progress: bool = True,
               callback: Callable[[dict, ActorCritic], bool | None] | None = None):
@@ -482,7 +497,10 @@ def _train(env, env_id, cfg, seed, progress, callback, t_start, excluded):
     policy = ActorCritic(obs_dim, n_actions, hidden=cfg.hidden, seed=seed)
     actor, critic = policy.actor, policy.critic
     params = list(policy.parameters())
-    optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, eps=cfg.adam_eps, foreach=True)
+    try:  # the fused CPU kernel is about three times cheaper than the per-tensor loop
+        optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, eps=cfg.adam_eps, fused=True)
+    except (RuntimeError, TypeError):
+        optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, eps=cfg.adam_eps)
 
     obs_buf = np.zeros((T + 1, N, obs_dim), dtype=np.float32)
     act_buf = np.zeros((T, N), dtype=np.int64)
@@ -556,24 +574,27 @@ def _train(env, env_id, cfg, seed, progress, callback, t_start, excluded):
             sums = torch.zeros(len(loss_keys), dtype=torch.float64)
             n_steps = 0
             for _epoch in range(cfg.update_epochs):
-                perm = torch.randperm(M, generator=gen)
+                if cfg.num_minibatches == 1:  # one full-batch step: the order is irrelevant
+                    minibatches = [slice(None)]
+                else:
+                    minibatches = torch.randperm(M, generator=gen).split(mb_size)
                 epoch_lr = []
-                for mb in perm.split(mb_size):
-                    logp_all = torch.log_softmax(actor(b_obs[mb]), dim=-1)
-                    new_logp = logp_all.gather(1, b_act[mb, None]).squeeze(1)
+                for mb in minibatches:
+                    mb_obs = b_obs[mb]
+                    logp_all = torch.log_softmax(actor(mb_obs), dim=-1)
+                    new_logp = logp_all.gather(1, b_act[mb].unsqueeze(1)).squeeze(1)
                     entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
                     log_ratio = new_logp - b_logp[mb]
                     mb_adv = b_adv[mb]
                     if cfg.norm_adv and mb_adv.numel() > 1:
                         mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                     pg_loss = _surrogate_loss(log_ratio, mb_adv, clip_eps)
-                    v_loss = 0.5 * (critic(b_obs[mb]).squeeze(-1) - b_ret[mb]).pow(2).mean()
+                    v_loss = 0.5 * (critic(mb_obs).squeeze(-1) - b_ret[mb]).pow(2).mean()
                     loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
 
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm,
-                                                               foreach=True)
+                    grad_norm = _clip_global_grad_norm(params, cfg.max_grad_norm)
                     optimizer.step()
 
                     log_ratios.append(log_ratio.detach())

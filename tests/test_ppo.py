@@ -106,6 +106,23 @@ def test_clipped_surrogate_bad_input(log_ratio, adv, eps, match):
         clipped_surrogate(log_ratio, adv, eps)
 
 
+def test_global_gradient_clipping_matches_torch():
+    from companion.ppo import _clip_global_grad_norm
+    from companion.rl import ActorCritic
+
+    nets = [ActorCritic(4, 2, hidden=8, seed=0) for _ in range(2)]
+    obs = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    for net in nets:
+        (100 * net.value(obs).sum() + net.logits(obs).sum()).backward()
+    ours = _clip_global_grad_norm(list(nets[0].parameters()), 0.5)
+    ref = torch.nn.utils.clip_grad_norm_(list(nets[1].parameters()), 0.5)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-6) and ours.item() > 0.5
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+    joint = torch.linalg.vector_norm(torch.cat([p.grad.reshape(-1) for p in nets[0].parameters()]))
+    assert joint.item() == pytest.approx(0.5, rel=1e-4)
+
+
 # --------------------------------------------------------------------------------------------------
 # configuration
 # --------------------------------------------------------------------------------------------------
