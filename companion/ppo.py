@@ -36,9 +36,9 @@ Implementation details (each one matters; numbered as in the chapter)
    planned number of updates.
 9. Rollouts under ``torch.inference_mode``; values of the whole rollout in one forward pass.
 
-History keys
-------------
-:func:`train` returns a :class:`PPOHistory`: a list with one dict per update and a
+PPO history keys
+----------------
+:func:`train_ppo` (alias ``companion.ppo.train``) returns a :class:`PPOHistory`: a list with one dict per update and a
 ``.to_dict_of_arrays()`` method. Every diagnostic of the optimisation phase is aggregated over the
 **whole update**: all epochs and all minibatches, i.e. over the multiset of
 :math:`K = (\text{epochs}) \times (\text{valid transitions})` minibatch evaluations
@@ -52,7 +52,7 @@ used (before its gradient step) and :math:`\hat A_k` the (normalised) advantage 
     ``step`` in every copy, including the reset step after each episode end, so it slightly
     over-counts real transitions.
 ``wall_time``
-    seconds of training since :func:`train` was called (``time.perf_counter``), at the end of this
+    seconds of training since :func:`train_ppo` was called (``time.perf_counter``), at the end of this
     update, **excluding** time spent in evaluation and in the callback.
 ``learning_rate``, ``clip_eps``
     the values used in this update (after annealing); ``clip_eps`` is nan for the unclipped
@@ -119,7 +119,9 @@ from tqdm.auto import tqdm
 
 from .rl import ActorCritic, evaluate_policy, gae, make_vec_env, sample_categorical
 
-__all__ = ["clipped_surrogate", "PPOConfig", "PPOHistory", "train_ppo", "gae"]
+# ``gae`` is importable from here too (``from companion.ppo import gae``) but documented in
+# companion.rl, where it lives.
+__all__ = ["clipped_surrogate", "PPOConfig", "PPOHistory", "train_ppo"]
 
 
 # --------------------------------------------------------------------------------------------------
