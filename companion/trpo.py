@@ -79,7 +79,9 @@ step is rejected) and :math:`B` the number of transitions in the batch:
 ``improvement_ratio``
     ``actual_improvement / expected_improvement`` (nan when rejected).
 ``rejected``
-    ``True`` when no candidate passed the line search and the policy was left unchanged.
+    ``True`` when the policy was left unchanged: no candidate passed the line search (then
+    ``n_backtracks`` equals ``max_backtracks``), or, in the degenerate case :math:`g = 0`, no step
+    was proposed (then ``n_backtracks`` is 0).
 ``value_loss``
     mean over all value-fitting minibatches of :math:`\frac1{|b|}\sum_{i\in b}(V_\phi(s_i) -
     \hat R_i)^2`, with :math:`\hat R_i = \hat A_i + V(s_i)` the GAE return target.
@@ -350,15 +352,19 @@ def make_fisher_vector_product(
 
     Examples
     --------
+    A linear softmax policy with logits :math:`W s`, two states, six parameters:
+
     >>> import torch
     >>> from torch.distributions import Categorical
-    >>> net = torch.nn.Linear(3, 2)
-    >>> obs = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    >>> W = torch.tensor([[0.5, -1.0, 0.2], [0.1, 0.3, -0.4]], requires_grad=True)
+    >>> obs = torch.tensor([[1.0, 0.0, 2.0], [0.5, -1.0, 0.0]])
     >>> fvp = make_fisher_vector_product(
-    ...     lambda o: Categorical(logits=net(o)), obs, list(net.parameters()), damping=0.0)
-    >>> n = sum(p.numel() for p in net.parameters())
-    >>> v = torch.ones(n)
-    >>> bool(torch.dot(v, fvp(v)) >= 0)  # F is positive semi-definite
+    ...     lambda o: Categorical(logits=o @ W.T), obs, [W], damping=0.0)
+    >>> e1 = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    >>> round(float(e1 @ fvp(e1)), 4)      # curvature of the mean KL along W[0, 0]
+    0.0885
+    >>> ones = torch.ones(6)                # shifts both logits equally: the policy is unchanged
+    >>> abs(float(ones @ fvp(ones))) < 1e-6
     True
 
     See chapter 7 (TRPO).
@@ -732,8 +738,9 @@ class TRPOConfig:
     norm_adv: bool = True
     """Standardise the advantages over the batch (mean 0, std 1) before forming the surrogate."""
 
-    hidden: int = 32
-    """Width of the two tanh hidden layers of the policy and of the value network (32-256)."""
+    hidden: int | tuple[int, ...] = 32
+    """Hidden widths of the policy and of the value MLP (tanh); an int ``h`` means two layers of
+    width ``h`` (32-256)."""
 
     vf_lr: float = 3e-3
     """Adam learning rate of the value function (1e-4-1e-2)."""
@@ -763,12 +770,13 @@ class TRPOConfig:
             "num_steps",
             "cg_iters",
             "fvp_subsample",
-            "hidden",
             "vf_epochs",
             "vf_minibatch_size",
             "eval_episodes",
         ):
             _check_int(getattr(self, name), name, 1)
+        for width in (self.hidden,) if isinstance(self.hidden, int) else tuple(self.hidden):
+            _check_int(width, "hidden", 1)
         _check_int(self.max_backtracks, "max_backtracks", 0)
         _check_int(self.eval_every, "eval_every", 0)
         for name in ("gamma", "lam"):
@@ -896,8 +904,10 @@ def _policy_step(policy, batch, cfg):
         "entropy": entropy,
         "grad_norm": float(g.norm()),
     }
-    if not (info["grad_norm"] > 0 and math.isfinite(info["grad_norm"])):
-        return info  # nothing to improve (e.g. all advantages equal): no step
+    if not math.isfinite(info["grad_norm"]):
+        raise RuntimeError(f"the surrogate gradient is not finite (norm {info['grad_norm']})")
+    if info["grad_norm"] == 0.0:
+        return info  # nothing to improve (e.g. all advantages zero): no step is proposed
     fvp = make_fisher_vector_product(
         policy.distribution, batch["obs"][:: cfg.fvp_subsample], params, cfg.cg_damping
     )
@@ -1009,6 +1019,8 @@ def train_trpo(
     ValueError
         If ``config`` is not a :class:`TRPOConfig`, ``seed`` is not an integer, or the
         environment's action space is not discrete.
+    RuntimeError
+        If the surrogate gradient becomes non-finite (training diverged).
 
     Examples
     --------

@@ -414,6 +414,8 @@ def test_callback_can_stop_training():
         ({"max_backtracks": -1}, "max_backtracks"),
         ({"num_envs": 0}, "num_envs"),
         ({"vf_lr": 0.0}, "vf_lr"),
+        ({"hidden": 0}, "hidden"),
+        ({"hidden": (16, 0)}, "hidden"),
         ({"stop_return": 475.0}, "stop_return needs eval_every"),
     ],
 )
