@@ -8,7 +8,6 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Our kernel first, ahead of any kernel called python3 in ~/.local/share/jupyter.
 export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
-export MPLBACKEND := Agg
 NOTEBOOKS = $(shell $(BIN)/python scripts/toc.py notebooks)
 JB_FLAGS := -W -n --keep-going
 
