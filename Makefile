@@ -52,7 +52,7 @@ test-notebooks: $(STAMP)
 	$(BIN)/python -m pytest --nbval-lax -n 2 --dist loadfile $(NOTEBOOKS)
 
 test-build: $(STAMP)
-	rm -rf _build/.jupyter_cache _build/html _build/jupyter_execute
+	rm -rf _build/.jupyter_cache _build/.doctrees _build/html _build/jupyter_execute
 	$(BIN)/jupyter-book build . $(JB_FLAGS)
 
 test-browser: $(STAMP)
