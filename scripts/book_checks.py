@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 
 import nbformat
-
 from toc import toc_files
 
 CHAPTER_NAME = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
