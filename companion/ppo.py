@@ -18,8 +18,8 @@ gradient that would push :math:`\rho_i` further in the direction the advantage f
 leave the interval (through the shared parameters and the other minibatches); the history below
 measures by how much.
 
-Implementation details (each one matters; numbered as in the chapter)
----------------------------------------------------------------------
+Implementation details (each one matters; numbered for reference)
+-----------------------------------------------------------------
 1. Vectorised environments with next-step autoreset (:func:`companion.rl.make_vec_env`); the reset
    step that follows every episode end is masked out of the loss.
 2. Separate tanh MLPs for policy and value with orthogonal initialisation (gain :math:`\sqrt2`,
