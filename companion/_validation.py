@@ -130,3 +130,13 @@ def check_logp(arr: np.ndarray, name: str) -> None:
             f"{name}: log probability {arr[idx]!r} > 0 at {where(idx, arr.ndim)} "
             f"(probability {np.exp(arr[idx]):.6g} is outside [0, 1])"
         )
+
+def check_gamma(gamma) -> float:
+    """The discount factor as a float in [0, 1]; ValueError naming ``gamma`` otherwise."""
+    try:
+        g = float(gamma)
+    except (TypeError, ValueError):
+        raise ValueError(f"gamma: must be a number in [0, 1], got {gamma!r}") from None
+    if not 0.0 <= g <= 1.0:
+        raise ValueError(f"gamma: discount must be in [0, 1], got {gamma!r}")
+    return g

@@ -57,6 +57,9 @@ from ._validation import (
     check_weights,
     raise_nonfinite,
 )
+from ._validation import (
+    check_gamma as _check_gamma,
+)
 
 __all__ = [
     "Estimate",
@@ -133,15 +136,6 @@ def _weights_from(w, log: bool, name: str = "w") -> tuple[np.ndarray, float]:
     m = float(arr.max())
     return arr / m, float(np.log(m))
 
-
-def _check_gamma(gamma) -> float:
-    try:
-        g = float(gamma)
-    except (TypeError, ValueError):
-        raise ValueError(f"gamma: must be a number in [0, 1], got {gamma!r}") from None
-    if not 0.0 <= g <= 1.0:
-        raise ValueError(f"gamma: discount must be in [0, 1], got {gamma!r}")
-    return g
 
 
 def _prepare(rewards, log_ratios, gamma, mask):

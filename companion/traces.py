@@ -57,6 +57,9 @@ from ._validation import (
     raise_nonfinite,
     where,
 )
+from ._validation import (
+    check_gamma as _check_gamma,
+)
 from .mdp import TabularMDP, Trajectories, _check_distribution_rows, _check_policy, _finite_array
 
 __all__ = [
@@ -77,15 +80,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # validation helpers
 
-
-def _check_gamma(gamma) -> float:
-    try:
-        g = float(gamma)
-    except (TypeError, ValueError):
-        raise ValueError(f"gamma: must be a number in [0, 1], got {gamma!r}") from None
-    if not 0.0 <= g <= 1.0:
-        raise ValueError(f"gamma: discount must be in [0, 1], got {gamma!r}")
-    return g
 
 
 def _check_level(value, name: str, allow_inf: bool = True) -> float:
