@@ -249,9 +249,15 @@ def clipped_surrogate(log_ratio: torch.Tensor, advantages: torch.Tensor, clip_ep
 class PPOConfig:
     """Hyperparameters of :func:`train_ppo`; the defaults are tuned for CartPole-v1.
 
-    The defaults solve CartPole-v1 (deterministic evaluation return 475 or more) in about 20,000 to
-    50,000 environment steps and a few seconds of one CPU thread. The "usual range" is what
-    practitioners use across the classic-control and MuJoCo/Atari benchmarks.
+    With the defaults, CartPole-v1 reaches a deterministic evaluation return of 475 after a
+    median of about 18,000 environment steps (a few seconds of one CPU thread), and stays there at
+    the end of the 100,000-step budget (benchmarks/ppo_cartpole.py). They follow the
+    rl-baselines3-zoo CartPole settings (gamma 0.98, lambda 0.8, annealed learning rate and clip),
+    with a larger batch from more environment copies and fewer gradient steps per environment
+    step: 20 Adam steps per 512 transitions instead of 20 per 256. In the tuning runs the two
+    choices that mattered most for *staying* solved were a 64-unit network and an initial
+    learning rate of at most 1.5e-3; 32 units or 2e-3 solved as fast but ended some seeds below 475.
+    The "usual range" is what practitioners use across classic-control, MuJoCo and Atari tasks.
 
     See chapter 6 (PPO) for the role of each.
     """
@@ -272,10 +278,10 @@ class PPOConfig:
     """Passes over each batch. Usual range 3 to 20; more epochs reuse data harder and move the
     policy further from the one that collected it (larger ratios)."""
 
-    num_minibatches: int = 1
+    num_minibatches: int = 2
     """Minibatches per epoch. Usual range 1 to 32; each epoch is a random partition of the batch."""
 
-    learning_rate: float = 3e-3
+    learning_rate: float = 1.5e-3
     """Adam step size at the start. Usual range 1e-4 to 3e-3."""
 
     anneal_lr: bool = True
@@ -289,11 +295,13 @@ class PPOConfig:
     """GAE lambda. Usual range 0.8 to 0.98; lower trades variance for bias."""
 
     clip_eps: float | None = 0.2
-    """PPO clip epsilon. Usual range 0.1 to 0.3. None: the unclipped importance-sampled surrogate
-    (an ablation: nothing then limits how far the epochs push the ratios)."""
+    """PPO clip epsilon (its initial value when ``anneal_clip``). Usual range 0.1 to 0.3. None: the
+    unclipped importance-sampled surrogate (an ablation: nothing then limits how far the epochs
+    push the ratios)."""
 
-    anneal_clip: bool = False
-    """Decay ``clip_eps`` linearly to 0 like the learning rate (rl-baselines3-zoo's ``lin_0.2``)."""
+    anneal_clip: bool = True
+    """Decay ``clip_eps`` linearly to 0 like the learning rate (rl-baselines3-zoo's ``lin_0.2``).
+    Set False for a fixed interval, e.g. when studying how often ratios leave it."""
 
     norm_adv: bool = True
     """Normalise advantages to mean 0, standard deviation 1 within each minibatch."""
@@ -307,7 +315,7 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     """Global gradient-norm clip over both networks. Usual range 0.5 to 10."""
 
-    hidden: int | tuple[int, ...] = 32
+    hidden: int | tuple[int, ...] = 64
     """Hidden widths of both MLPs (int: two layers of that width). Usual range 32 to 256."""
 
     adam_eps: float = 1e-5
@@ -402,8 +410,7 @@ def _clip_global_grad_norm(params, max_norm):
     grads = [p.grad for p in params if p.grad is not None]
     total = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads]))
     coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(coef)
+    torch._foreach_mul_(grads, coef)  # one call instead of a Python loop over the tensors
     return total
 
 
@@ -585,7 +592,9 @@ def _train(env, env_id, cfg, seed, progress, callback, t_start, excluded):
                     mb_obs = b_obs[mb]
                     logp_all = torch.log_softmax(actor(mb_obs), dim=-1)
                     new_logp = logp_all.gather(1, b_act[mb].unsqueeze(1)).squeeze(1)
-                    entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+                    # without an entropy bonus the entropy is a diagnostic only: no graph needed
+                    lp = logp_all if cfg.ent_coef > 0 else logp_all.detach()
+                    entropy = -(lp.exp() * lp).sum(-1).mean()
                     log_ratio = new_logp - b_logp[mb]
                     mb_adv = b_adv[mb]
                     if cfg.norm_adv and mb_adv.numel() > 1:
@@ -594,7 +603,8 @@ def _train(env, env_id, cfg, seed, progress, callback, t_start, excluded):
                     v_loss = 0.5 * (critic(mb_obs).squeeze(-1) - b_ret[mb]).pow(2).mean()
                     loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
 
-                    optimizer.zero_grad(set_to_none=True)
+                    for p in params:  # = optimizer.zero_grad(), without its profiling hooks
+                        p.grad = None
                     loss.backward()
                     grad_norm = _clip_global_grad_norm(params, cfg.max_grad_norm)
                     optimizer.step()

@@ -186,8 +186,9 @@ def test_train_history_is_aggregated_over_the_whole_update():
         assert valid <= cfg.num_envs * cfg.num_steps
         # the first minibatch of the update sees pi_theta = pi_old, so exactly-one ratios are in
         # the aggregate: min <= 1 <= max (last-minibatch-only statistics would usually miss them)
-        assert rec["ratio_min"] <= 1.0 <= rec["ratio_max"]
-        assert np.sum(r == 1.0) >= valid // cfg.num_minibatches
+        # (up to float rounding: the rollout evaluated the actor on a different batch shape)
+        assert rec["ratio_min"] <= 1.0 + 1e-6 and rec["ratio_max"] >= 1.0 - 1e-6
+        assert np.sum(np.abs(r - 1.0) < 1e-6) >= valid // cfg.num_minibatches
         eps = rec["clip_eps"]
         assert rec["approx_kl_k3"] == pytest.approx(np.mean(r - 1 - np.log(r)), rel=1e-4, abs=1e-7)
         assert rec["approx_kl_k1"] == pytest.approx(np.mean(-np.log(r)), rel=1e-4, abs=1e-6)
