@@ -34,9 +34,13 @@ its final weight in the denominators of later steps.
 
 Implementation. The batch is processed in blocks of rows that fit in the CPU cache, so the
 temporaries (prefix sums, weights) stay in the cache and memory use stays at a few MB beyond
-the inputs; the exception is :func:`weighted_per_decision_is`, which keeps one array of the
-input's size (the rescaled prefix weights) between its two passes. The cost is dominated by
-one ``exp`` per step for the per-decision estimators; ``benchmarks/ope_estimators.py``
+the inputs. The cost is dominated by one ``exp`` per (trajectory, step) for the per-decision
+estimators (two for :func:`weighted_per_decision_is`, which recomputes the weights in its
+second pass rather than storing them). The block arithmetic of the two per-decision estimators
+runs in torch, on zero-copy views of the NumPy arrays: torch's float64 ``exp`` and ``cumsum`` are
+SIMD-vectorised and use torch's intra-op threads (``torch.set_num_threads``), where NumPy's
+``exp`` is scalar code on CPUs without AVX-512. torch is imported on the first call, and
+results do not depend on the thread count beyond rounding. ``benchmarks/ope_estimators.py``
 measures the speed.
 
 See chapters 1, 3, 5 and 8.
@@ -44,6 +48,7 @@ See chapters 1, 3, 5 and 8.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,8 +77,8 @@ __all__ = [
     "doubly_robust",
 ]
 
-#: Number of float64 elements per block (1 MiB); blocks stay in the L2/L3 cache.
-_BLOCK_ELEMS = 1 << 17
+#: Number of float64 elements per block (2 MiB); blocks stay in the L2/L3 cache.
+_BLOCK_ELEMS = 1 << 18
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,8 +152,32 @@ def _prepare(rewards, log_ratios, gamma, mask):
     return r, lr, g, m
 
 
+def _torch():
+    """The ``torch`` module, imported on first use.
+
+    The per-step estimators need one ``exp`` and one running sum per (trajectory, step). NumPy's
+    float64 ``exp`` is scalar code on CPUs without AVX-512 (about 10 ns per element); torch's is
+    SIMD-vectorised and runs on all of torch's intra-op threads (``torch.set_num_threads``), as
+    does its ``cumsum``. The arrays stay NumPy arrays: torch works on zero-copy views of them.
+    See ``benchmarks/README.md`` for the measurements.
+    """
+    import torch
+
+    return torch
+
+
+def _view(torch, a: np.ndarray):
+    """Zero-copy tensor view of a C-contiguous float64 block (never written through when the
+    block is the caller's read-only input, so torch's not-writable warning is silenced)."""
+    if a.flags.writeable:
+        return torch.from_numpy(a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(a)
+
+
 def _blocks(r, lr, m):
-    """Yield (row slice, rewards block, log-ratio block) with padding zeroed."""
+    """Yield (row slice, rewards block, log-ratio block), C-contiguous, with padding zeroed."""
     n, horizon = r.shape
     rows = max(1, _BLOCK_ELEMS // horizon)
     for start in range(0, n, rows):
@@ -158,7 +187,7 @@ def _blocks(r, lr, m):
             mb = m[sl]
             rb = np.where(mb, rb, 0.0)
             lb = np.where(mb, lb, 0.0)
-        yield sl, rb, lb
+        yield sl, np.ascontiguousarray(rb), np.ascontiguousarray(lb)
 
 
 def _masked_full(x, m):
@@ -470,25 +499,25 @@ def per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimate:
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
     n, horizon = r.shape
     _, log_d = _discounts(g, horizon)
-    add_discount = g != 1.0
+    torch = _torch()
+    log_d_t = None if g == 1.0 else _view(torch, log_d)
     terms = np.empty(n)
     buf = np.empty((max(1, _BLOCK_ELEMS // horizon), horizon))
-    log_max = -np.inf
     for sl, rb, lb in _blocks(r, lr, m):
         P = buf[: rb.shape[0]]
-        np.cumsum(lb, axis=1, out=P)
+        Pt = _view(torch, P)
+        torch.cumsum(_view(torch, lb), 1, out=Pt)  # log rho_{0:t}
         if not _ok_log_weight(P[:, -1]):
             _raise_bad_inputs(r, lr, m)
-        if add_discount:
-            P += log_d
-        with np.errstate(over="ignore", invalid="ignore"):
-            np.exp(P, out=P)
-            P *= rb
-            np.sum(P, axis=1, out=terms[sl])
+        if log_d_t is not None:
+            Pt.add_(log_d_t)  # + t log gamma
+        Pt.exp_()
+        Pt.mul_(_view(torch, rb))
+        torch.sum(Pt, 1, out=_view(torch, terms[sl]))
         if not np.all(np.isfinite(terms[sl])):
             _raise_bad_inputs(r, lr, m)
-            log_max = max(log_max, float(np.log(np.max(P))))
-            raise _overflow_error("per-decision IS", log_max)
+            log_w = np.cumsum(lb, axis=1) + log_d
+            raise _overflow_error("per-decision IS", float(np.max(log_w)))
     return Estimate(float(terms.mean()), _sd_over_sqrt_n(terms), n, terms, "per_decision_is")
 
 
@@ -537,34 +566,34 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
     n, horizon = r.shape
     d, _ = _discounts(g, horizon)
 
-    # Pass 1: W_it = exp(log rho_{0:t} - ref_t), stored, and the per-step sums
-    # A_t = sum_i W_it r_it, B_t = sum_i W_it. ref_t is the running per-step maximum; when a
-    # later block raises it, the sums so far are rescaled (like an online logsumexp) and the
-    # stored blocks are rescaled lazily in pass 2 (block_refs remembers each block's ref).
-    W = np.empty((n, horizon))
+    # Pass 1: the per-step sums A_t = sum_i W_it r_it and B_t = sum_i W_it of the scaled prefix
+    # weights W_it = exp(log rho_{0:t} - ref_t). ref_t is the running per-step maximum; when a
+    # later block raises it, the sums so far are rescaled (like an online logsumexp).
+    # Pass 2 recomputes the prefix weights instead of storing them: a second exp per element
+    # costs less than writing and re-reading an array of the input's size (benchmarks/README.md).
+    torch = _torch()
+    buf = np.empty((max(1, _BLOCK_ELEMS // horizon), horizon))
     ref = np.full(horizon, -np.inf)
     A = np.zeros(horizon)
     B = np.zeros(horizon)
-    block_refs = []
     with np.errstate(invalid="ignore", over="ignore"):  # bad values are reported below
-        for sl, rb, lb in _blocks(r, lr, m):
-            P = W[sl]
-            np.cumsum(lb, axis=1, out=P)
+        for _, rb, lb in _blocks(r, lr, m):
+            P = buf[: rb.shape[0]]
+            Pt = _view(torch, P)
+            torch.cumsum(_view(torch, lb), 1, out=Pt)  # log rho_{0:t}
             if not _ok_log_weight(P[:, -1]):
                 _raise_bad_inputs(r, lr, m)
-            new_ref = np.maximum(ref, P.max(axis=0))
+            new_ref = np.maximum(ref, torch.amax(Pt, 0).numpy())
             grow = new_ref > ref
             if grow.any():
                 scale = np.exp(ref[grow] - new_ref[grow])  # 0 where ref was -inf
                 A[grow] *= scale
                 B[grow] *= scale
                 ref = new_ref
-            shift = np.where(ref == -np.inf, 0.0, ref)
-            block_refs.append(shift)
-            P -= shift
-            np.exp(P, out=P)
-            B += P.sum(axis=0)
-            A += np.einsum("ij,ij->j", P, rb)
+            shift = np.where(ref == -np.inf, 0.0, ref)  # steps no trajectory reached yet: W = 0
+            Pt.sub_(_view(torch, shift)).exp_()
+            B += torch.sum(Pt, 0).numpy()
+            A += torch.linalg.vecdot(Pt, _view(torch, rb), dim=0).numpy()
     if not np.all(np.isfinite(A)):
         _raise_bad_inputs(r, lr, m)
     if B[0] == 0.0:
@@ -575,21 +604,23 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
     reached = B > 0
     r_hat = np.divide(A, B, out=np.zeros(horizon), where=reached)  # weighted mean reward per step
     est = float(d @ r_hat)
-    # c_t = gamma^t / mean_i W_it, so that terms_i = sum_t c_t W_it r_it has mean est.
-    c = np.divide(n * d, B, out=np.zeros(horizon), where=reached)
-    final = np.where(ref == -np.inf, 0.0, ref)
+    # c_t = gamma^t / mean_i W_it, so that terms_i = sum_t c_t W_it r_it has mean est. It is
+    # folded into the exponent: c_t W_it = exp(log rho_{0:t} - (ref_t - log c_t)); c_t = 0 for
+    # steps nobody reached gives an offset of +inf and a weight of exactly 0.
+    with np.errstate(divide="ignore"):
+        log_c = np.log(np.divide(n * d, B, out=np.zeros(horizon), where=reached))
+    offset = _view(torch, np.where(ref == -np.inf, 0.0, ref) - log_c)
+    r_hat_t = _view(torch, r_hat)
 
-    # Pass 2: per-trajectory terms and delta-method influence values from the stored W.
+    # Pass 2: per-trajectory terms and delta-method influence values.
     terms = np.empty(n)
     centre = np.empty(n)
-    for (sl, rb, _), shift in zip(_blocks(r, lr, m), block_refs, strict=True):
-        # rescale the block to the final reference (shift <= final, except for steps where the
-        # block had only zero weights and shift is a placeholder 0: factor 1 times W = 0)
-        cb = c * np.exp(np.minimum(shift - final, 0.0))
-        P = W[sl]
-        np.matmul(P, cb * r_hat, out=centre[sl])
-        P *= rb
-        np.matmul(P, cb, out=terms[sl])
+    for sl, rb, lb in _blocks(r, lr, m):
+        Pt = _view(torch, buf[: rb.shape[0]])
+        torch.cumsum(_view(torch, lb), 1, out=Pt)
+        Pt.sub_(offset).exp_()  # c_t W_it
+        torch.mv(Pt, r_hat_t, out=_view(torch, centre[sl]))
+        torch.linalg.vecdot(Pt, _view(torch, rb), dim=1, out=_view(torch, terms[sl]))
     psi = terms - centre
     se = float(np.sqrt(psi @ psi) / n) if n > 1 else float("nan")
     return Estimate(est, se, n, terms, "weighted_per_decision_is")

@@ -181,6 +181,55 @@ def test_block_boundaries(monkeypatch):
     np.testing.assert_allclose(small.terms, full.terms, rtol=1e-10)
 
 
+def test_memory_layouts_and_read_only_inputs(recwarn):
+    """Strided, Fortran-ordered, reversed and read-only inputs give the contiguous results.
+
+    The per-step work runs on zero-copy torch views of the arrays, which need C-contiguous
+    blocks; torch warns about read-only arrays, which the estimators never write to.
+    """
+    rng = np.random.default_rng(11)
+    rewards = rng.random((30, 16))
+    lr = rng.normal(0, 0.3, (30, 16))
+    mask = np.arange(16) < rng.integers(1, 17, size=30)[:, None]
+    views = {
+        "fortran": lambda a: np.asfortranarray(a),
+        "strided": lambda a: np.repeat(a, 2, axis=1)[:, ::2],
+        "transposed twice": lambda a: a.T.copy().T,
+    }
+    for fn in OPE:
+        want = fn(rewards, lr, 0.95, mask)
+        for name, view in views.items():
+            got = fn(view(rewards), view(lr), 0.95, view(mask))
+            assert got.estimate == pytest.approx(want.estimate, rel=1e-12), (fn.__name__, name)
+            np.testing.assert_allclose(got.terms, want.terms, rtol=1e-12)
+        ro_r, ro_lr = rewards.copy(), lr.copy()
+        ro_r.flags.writeable = ro_lr.flags.writeable = False
+        got = fn(ro_r, ro_lr, 0.95, mask)
+        assert got.estimate == pytest.approx(want.estimate, rel=1e-12)
+        rev = fn(rewards[::-1], lr[::-1], 0.95, mask[::-1])  # negative row stride
+        assert rev.estimate == pytest.approx(want.estimate, rel=1e-12)
+    assert not [w for w in recwarn if "writable" in str(w.message)]
+
+
+def test_same_result_on_one_or_two_torch_threads():
+    """Thread count changes only the summation order (rounding), never the result."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(12)
+    rewards = rng.random((3000, 100))
+    lr = rng.normal(-0.01, 0.2, (3000, 100))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = [fn(rewards, lr, 0.99) for fn in OPE]
+        torch.set_num_threads(2)
+        two = [fn(rewards, lr, 0.99) for fn in OPE]
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, two, strict=True):
+        assert a.estimate == pytest.approx(b.estimate, rel=1e-12)
+        assert a.stderr == pytest.approx(b.stderr, rel=1e-10)
+
+
 @SETTINGS
 @given(batch_strategy(), st.floats(-5, 5))
 def test_constant_reward(batch, c):
@@ -246,8 +295,11 @@ def test_10000_steps_ratios_1_2_or_0_8():
     assert np.isfinite(e.stderr) and np.all(np.isfinite(e.terms))
     # ordinary estimators: the weights cannot be represented -> a clear error, never inf/nan
     for fn in (trajectory_is, per_decision_is):
-        with pytest.raises(ValueError, match=r"log_ratios:.*overflow.*weighted"):
+        with pytest.raises(ValueError, match=r"log_ratios:.*overflow.*weighted") as err:
             fn(rewards, lr, gamma)
+        # the message names the largest log weight, a finite number beyond exp's range
+        largest = float(err.value.args[0].split("largest log weight ")[1].split(";")[0])
+        assert 709.8 < largest < lw.max() + 1.0
 
 
 def test_10000_steps_ratio_0_8_underflows_to_exact_zero():
