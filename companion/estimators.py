@@ -132,6 +132,16 @@ def _sd_over_sqrt_n(terms: np.ndarray) -> float:
     return float(np.std(terms, ddof=1) / np.sqrt(n))
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Dot product of two long vectors, without BLAS.
+
+    ``a @ b`` would call OpenBLAS, which wakes its own thread pool; those threads keep spinning
+    for a while afterwards and compete for the cores with torch's threads in the per-decision
+    estimators (measured on 2 cores: the next ``per_decision_is`` call ran half as fast).
+    """
+    return float(np.einsum("i,i->", a, b))
+
+
 def _weights_from(w, log: bool, name: str = "w") -> tuple[np.ndarray, float]:
     """Return (scaled weights, log scale) with ``w = scaled * exp(log_scale)``, max scaled = 1."""
     arr = check_weights(w, name, log=log)
@@ -346,7 +356,7 @@ def weighted_is(f, w, *, log: bool = False) -> Estimate:
     ws, _ = _weights_from(w, log)
     check_same_shape(fv, "f", ws, "w")
     total = ws.sum()
-    est = float(ws @ fv / total)
+    est = _dot(ws, fv) / float(total)
     n = fv.shape[0]
     se = float(np.sqrt(np.sum((ws * (fv - est)) ** 2)) / total) if n > 1 else float("nan")
     return Estimate(est, se, n, n * ws * fv / total, "weighted_is")
@@ -457,7 +467,7 @@ def weighted_trajectory_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimat
         )
     wb = np.exp(lw - top)
     wb /= wb.sum()
-    est = float(wb @ G)
+    est = _dot(wb, G)
     n = r.shape[0]
     se = float(np.sqrt(np.sum((wb * (G - est)) ** 2))) if n > 1 else float("nan")
     return Estimate(est, se, n, n * wb * G, "weighted_trajectory_is")
@@ -622,7 +632,7 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
         torch.mv(Pt, r_hat_t, out=_view(torch, centre[sl]))
         torch.linalg.vecdot(Pt, _view(torch, rb), dim=1, out=_view(torch, terms[sl]))
     psi = terms - centre
-    se = float(np.sqrt(psi @ psi) / n) if n > 1 else float("nan")
+    se = float(np.sqrt(_dot(psi, psi)) / n) if n > 1 else float("nan")
     return Estimate(est, se, n, terms, "weighted_per_decision_is")
 
 
