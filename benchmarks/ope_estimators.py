@@ -5,7 +5,8 @@ For each estimator on a batch of N trajectories of T steps (float64) it reports
 * the time as a ratio to ``numpy.sum`` over its inputs (rewards and log-ratios) measured in the
   same run: reading the inputs once is the memory-bound floor, so 1x is the best possible;
 * the speedup over a plain Python loop (nested ``for`` over trajectories and steps, ``math.exp``).
-  The loop is timed on a subset of trajectories and scaled linearly to N (the output says so).
+  The loop is timed (best of 3) on a subset of trajectories and scaled linearly to N (the
+  output says so).
 
 Goal: at most 4x the floor and at least 50x faster than the loop.
 
@@ -176,7 +177,7 @@ def main(argv=None):
         f"({2 * rewards.nbytes / t_floor / 1e9:.1f} GB/s)"
     )
     print(
-        f"loop: plain Python timed once on {loop_n:,} trajectories and scaled linearly "
+        f"loop: plain Python, best of 3 on {loop_n:,} trajectories, scaled linearly "
         f"by {args.n / loop_n:g} to {args.n:,}"
     )
     print()
@@ -185,9 +186,8 @@ def main(argv=None):
     print("-" * len(header))
     for name, fast, loop in ESTIMATORS:
         t_fast = best[name]
-        t0 = time.perf_counter()
         ref = loop(r_list, lr_list, args.gamma)
-        t_loop = (time.perf_counter() - t0) * args.n / loop_n
+        t_loop = best_time(lambda loop=loop: loop(r_list, lr_list, args.gamma), 3) * args.n / loop_n
         sub = fast(rewards[:loop_n], log_ratios[:loop_n], args.gamma).estimate
         ok = "ok" if math.isclose(sub, ref, rel_tol=1e-9, abs_tol=1e-12) else f"MISMATCH {sub} {ref}"
         print(
