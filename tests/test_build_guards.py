@@ -64,3 +64,39 @@ def test_a_broken_cross_reference_fails_the_build(one_page_book):
     result = _build(one_page_book)
     assert result.returncode != 0
     assert "no-such-label" in result.stdout + result.stderr
+
+
+def _write_exercise_page(path: Path) -> None:
+    """A page with an exercise and a gated solution spanning cells, as the chapters write them."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(
+            "# A page\n\n```{exercise}\n:label: ex-page\nEXERCISE-TEXT: compute two.\n```"
+        ),
+        nbformat.v4.new_markdown_cell(
+            "```{solution-start} ex-page\n:class: dropdown\n```\n\nSOLUTION-PROSE: add one and one."
+        ),
+        nbformat.v4.new_code_cell("solution_code_marker = 'SOLUTION-'\nprint(solution_code_marker + 'OUTPUT')"),
+        nbformat.v4.new_markdown_cell("```{solution-end}\n```\n\nAFTER-TEXT."),
+    ]
+    nbformat.write(nb, path)
+
+
+@pytest.mark.parametrize("hide", [False, True], ids=["with-solutions", "without-solutions"])
+def test_edition_without_solutions_drops_them(one_page_book, hide):
+    """`make book-nosolutions` uses scripts/nosolutions_config.py: the solution prose, code and
+    output disappear from the HTML; the exercise and the text after the solution stay."""
+    _write_exercise_page(one_page_book / "book" / "page.ipynb")
+    if hide:
+        config = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "nosolutions_config.py")],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        (one_page_book / "_config.yml").write_text(config)
+    result = _build(one_page_book)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    html = (one_page_book / "_build" / "html" / "book" / "page.html").read_text()
+    assert "EXERCISE-TEXT" in html and "AFTER-TEXT" in html
+    for marker in ("SOLUTION-PROSE", "solution_code_marker", "SOLUTION-OUTPUT"):
+        assert (marker in html) is not hide, marker
