@@ -44,7 +44,9 @@ def chapter_problems(root: Path) -> list[str]:
 
     A chapter is named ``NN_short_name.ipynb`` with NN its position among the TOC's notebooks, runs on
     the ``python3`` kernel, applies the course's plotting style, imports ``companion``, and ends with
-    at least three labelled exercises, each with a solution in a dropdown.
+    at least three labelled exercises, each with a solution in a dropdown. A code cell outside the
+    solutions that checks the numbers a solution quotes carries the cell tag ``solution``, so
+    that the edition without solutions drops it.
     """
     problems = []
     notebooks = [p for p in toc_files(root) if p.suffix == ".ipynb"]
@@ -74,4 +76,20 @@ def chapter_problems(root: Path) -> list[str]:
         dropdowns = len(re.findall(r"^:class:\s*dropdown", text, re.M))
         if dropdowns < len(solutions):
             problems.append(f"{name}: {len(solutions) - dropdowns} solutions are not dropdowns")
+        problems += [f"{name}: {p}" for p in _untagged_solution_checks(nb)]
+    return problems
+
+
+def _untagged_solution_checks(nb) -> list[str]:
+    """Code cells outside a gated solution that check numbers a solution quotes, without the
+    ``solution`` tag: the edition without solutions would show them (and give the answers away)."""
+    problems, inside = [], False
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            for directive in re.findall(r"\{solution-(start|end)\}", cell.source):
+                inside = directive == "start"
+        elif (not inside and "quoted in the solution" in cell.source
+              and "solution" not in cell.metadata.get("tags", [])):
+            problems.append(f"cell {i} checks a solution's numbers outside the solution; "
+                            "tag it 'solution'")
     return problems

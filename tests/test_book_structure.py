@@ -81,6 +81,25 @@ def test_checks_catch_a_chapter_without_exercises(broken_book):
     assert any("use_course_style" in p for p in problems)
 
 
+def test_checks_catch_an_untagged_check_of_a_solution(broken_book):
+    toc = yaml.safe_load((broken_book / "_toc.yml").read_text())
+    for stale in (broken_book / "book").glob("*.ipynb"):
+        stale.unlink()
+    toc["parts"] = [{"caption": "Test", "numbered": True, "chapters": [{"file": "book/01_leaky"}]}]
+    (broken_book / "_toc.yml").write_text(yaml.safe_dump(toc))
+    check = "# Checks of the numbers quoted in the solution of ex-01-a.\nassert 2 + 2 == 4"
+    cells = [
+        nbformat.v4.new_markdown_cell("```{solution-start} ex-01-a\n:class: dropdown\n```"),
+        nbformat.v4.new_code_cell(check),  # inside the gated solution: fine
+        nbformat.v4.new_markdown_cell("```{solution-end}\n```"),
+        nbformat.v4.new_code_cell(check),  # outside and untagged: a leak
+        nbformat.v4.new_code_cell(check, metadata={"tags": ["solution"]}),  # tagged: fine
+    ]
+    nbformat.write(_notebook(cells), broken_book / "book" / "01_leaky.ipynb")
+    leaks = [p for p in book_checks.chapter_problems(broken_book) if "tag it 'solution'" in p]
+    assert len(leaks) == 1 and "cell 3" in leaks[0], leaks
+
+
 def test_config_keeps_failures_visible():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert config["execute"]["allow_errors"] is False

@@ -79,6 +79,9 @@ def _write_exercise_page(path: Path) -> None:
         ),
         nbformat.v4.new_code_cell("solution_code_marker = 'SOLUTION-'\nprint(solution_code_marker + 'OUTPUT')"),
         nbformat.v4.new_markdown_cell("```{solution-end}\n```\n\nAFTER-TEXT."),
+        nbformat.v4.new_code_cell("tagged_check_marker = 'SOLUTION-CHECK'\nprint(tagged_check_marker)",
+                                  metadata={"tags": ["solution"]}),
+        nbformat.v4.new_code_cell("print('UNTAGGED-' + 'CELL')"),
     ]
     nbformat.write(nb, path)
 
@@ -86,7 +89,8 @@ def _write_exercise_page(path: Path) -> None:
 @pytest.mark.parametrize("hide", [False, True], ids=["with-solutions", "without-solutions"])
 def test_edition_without_solutions_drops_them(one_page_book, hide):
     """`make book-nosolutions` uses scripts/nosolutions_config.py: the solution prose, code and
-    output disappear from the HTML; the exercise and the text after the solution stay."""
+    output, and cells tagged ``solution``, disappear from the HTML; the exercise, the text after
+    the solution and untagged cells stay."""
     _write_exercise_page(one_page_book / "book" / "page.ipynb")
     if hide:
         config = subprocess.run(
@@ -97,6 +101,7 @@ def test_edition_without_solutions_drops_them(one_page_book, hide):
     result = _build(one_page_book)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     html = (one_page_book / "_build" / "html" / "book" / "page.html").read_text()
-    assert "EXERCISE-TEXT" in html and "AFTER-TEXT" in html
-    for marker in ("SOLUTION-PROSE", "solution_code_marker", "SOLUTION-OUTPUT"):
+    assert "EXERCISE-TEXT" in html and "AFTER-TEXT" in html and "UNTAGGED-CELL" in html
+    for marker in ("SOLUTION-PROSE", "solution_code_marker", "SOLUTION-OUTPUT",
+                   "tagged_check_marker", "SOLUTION-CHECK"):
         assert (marker in html) is not hide, marker

@@ -7,19 +7,22 @@ HTML writer then fails on that end node ("unknown node type: solution_end_node")
 
 With ``course_hide_solutions = True`` this transform runs after sphinx-exercise has merged
 each gated solution into one node, and removes every solution node: prose, code, outputs and
-figures. The exercises stay. ``make book-nosolutions`` sets the option
+figures. It also removes code cells tagged ``solution`` (cell metadata ``"tags": ["solution"]``):
+cells outside a solution block that check the numbers a solution quotes. The exercises stay. ``make book-nosolutions`` sets the option
 (scripts/nosolutions_config.py).
 """
 
 from __future__ import annotations
 
+from docutils import nodes
 from sphinx.transforms import SphinxTransform
 from sphinx_exercise.nodes import solution_node
 from sphinx_exercise.transforms import MergeGatedSolutions
 
 
 class RemoveSolutions(SphinxTransform):
-    """Remove every (merged) solution node when ``course_hide_solutions`` is set."""
+    """Remove every (merged) solution node and every cell tagged ``solution`` when
+    ``course_hide_solutions`` is set."""
 
     default_priority = MergeGatedSolutions.default_priority + 1
 
@@ -28,6 +31,9 @@ class RemoveSolutions(SphinxTransform):
             return
         for node in list(self.document.findall(solution_node)):
             node.parent.remove(node)
+        for node in list(self.document.findall(nodes.container)):
+            if "tag_solution" in node.get("classes", []):  # myst-nb's class for the cell tag
+                node.parent.remove(node)
 
 
 def setup(app):
