@@ -117,7 +117,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .rl import ActorCritic, evaluate_policy, gae, make_vec_env, sample_categorical
+from .rl import ActorCritic, _UpdateEnd, gae, make_vec_env, sample_categorical
 
 # ``gae`` is importable from here too (``from companion.ppo import gae``) but documented in
 # companion.rl, where it lives.
@@ -472,7 +472,6 @@ def train_ppo(env_id: str = "CartPole-v1", config: PPOConfig | None = None, seed
     See chapter 6 (PPO).
     """
     t_start = time.perf_counter()
-    excluded = 0.0  # seconds spent in evaluation and callbacks
     cfg = PPOConfig() if config is None else config
     if not isinstance(cfg, PPOConfig):
         raise ValueError(f"config must be a PPOConfig or None, got {type(cfg).__name__}")
@@ -482,12 +481,12 @@ def train_ppo(env_id: str = "CartPole-v1", config: PPOConfig | None = None, seed
 
     env = make_vec_env(env_id, cfg.num_envs, seed)
     try:
-        return _train(env, env_id, cfg, seed, progress, callback, t_start, excluded)
+        return _train(env, env_id, cfg, seed, progress, callback, t_start)
     finally:
         env.close()
 
 
-def _train(env, env_id, cfg, seed, progress, callback, t_start, excluded):
+def _train(env, env_id, cfg, seed, progress, callback, t_start):
     import gymnasium as gym
 
     obs_space, act_space = env.single_observation_space, env.single_action_space
@@ -523,8 +522,8 @@ def _train(env, env_id, cfg, seed, progress, callback, t_start, excluded):
     prev_done = np.zeros(N, dtype=bool)  # the next step of these copies is a reset step
     ep_return = np.zeros(N)
     history = PPOHistory()
-    next_eval = cfg.eval_every if cfg.eval_every else None
-    n_evals = 0
+    end_update = _UpdateEnd(env_id, cfg.eval_every, cfg.eval_episodes, cfg.stop_return, seed,
+                            callback)
     bar = tqdm(total=n_updates * batch, disable=not progress, unit="step", desc=f"PPO {env_id}")
 
     try:
@@ -635,7 +634,7 @@ def _train(env, env_id, cfg, seed, progress, callback, t_start, excluded):
             record = {
                 "update": update,
                 "env_steps": (update + 1) * batch,
-                "wall_time": now - t_start - excluded,
+                "wall_time": now - t_start - end_update.excluded,
                 "learning_rate": lr,
                 "clip_eps": float("nan") if clip_eps is None else clip_eps,
                 **diag,
@@ -654,24 +653,7 @@ def _train(env, env_id, cfg, seed, progress, callback, t_start, excluded):
             bar.update(batch)
 
             # ---- 5. evaluation and callback (excluded from wall_time) -----------------------------
-            stop = False
-            if next_eval is not None and record["env_steps"] >= next_eval:
-                t0 = time.perf_counter()
-                mean, std = evaluate_policy(policy, env_id, cfg.eval_episodes,
-                                            seed=10_000 * (seed + 1) + n_evals)
-                n_evals += 1
-                while next_eval <= record["env_steps"]:
-                    next_eval += cfg.eval_every
-                record["eval_return"], record["eval_return_std"] = mean, std
-                bar.set_postfix(eval_return=f"{mean:.1f}", refresh=False)
-                if cfg.stop_return is not None and mean >= cfg.stop_return:
-                    stop = True
-                excluded += time.perf_counter() - t0
-            history.append(record)
-            if callback is not None:
-                t0 = time.perf_counter()
-                stop = bool(callback(record, policy)) or stop
-                excluded += time.perf_counter() - t0
+            stop = end_update(record, policy, history, bar)
             if stop:
                 break
     finally:

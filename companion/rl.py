@@ -12,7 +12,8 @@ This module holds what both trust-region style algorithms need and nothing algor
   distinction between an episode that *terminated* (no bootstrap) and one that was *truncated* by a
   time limit (bootstrap from the value of the true final observation).
 - :func:`evaluate_policy` runs a policy for a number of episodes and reports the mean and standard
-  deviation of the undiscounted return.
+  deviation of the undiscounted return. The trainers call it on a schedule through the private
+  ``_UpdateEnd``, which also runs the user's callback and keeps both off the training clock.
 
 Autoreset convention
 --------------------
@@ -32,7 +33,8 @@ See chapter 6 (PPO) and chapter 7 (TRPO).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -460,3 +462,46 @@ def evaluate_policy(policy, env_id: str = "CartPole-v1", episodes: int = 10, see
     finally:
         env.close()
     return float(returns.mean()), float(returns.std())
+
+
+class _UpdateEnd:
+    """What :func:`companion.ppo.train_ppo` and :func:`companion.trpo.train_trpo` do after each
+    update: evaluate the policy when due, store the record, run the user's callback.
+
+    An evaluation (:func:`evaluate_policy`, ``episodes`` episodes, evaluation seed
+    ``10_000 * (seed + 1) + k`` for the k-th evaluation) runs after the first update at or past
+    every multiple of ``every`` environment steps (never when ``every`` is 0) and fills the
+    record's ``eval_return`` and ``eval_return_std``. The time spent in evaluations and in the
+    callback accumulates in :attr:`excluded`, which the trainers subtract from ``wall_time``.
+    """
+
+    def __init__(self, env_id: str, every: int, episodes: int, stop_return: float | None,
+                 seed: int, callback: Callable | None):
+        self.env_id, self.every, self.episodes = env_id, every, episodes
+        self.stop_return, self.seed, self.callback = stop_return, seed, callback
+        self.next_eval = every if every else None
+        self.n_evals = 0
+        #: seconds spent in evaluations and callbacks so far
+        self.excluded = 0.0
+
+    def __call__(self, record: dict, policy, history: list, bar) -> bool:
+        """Evaluate if due, append ``record`` to ``history``, run the callback; True to stop
+        (the evaluation reached ``stop_return`` or the callback returned a true value)."""
+        stop = False
+        if self.next_eval is not None and record["env_steps"] >= self.next_eval:
+            t0 = time.perf_counter()
+            mean, std = evaluate_policy(policy, self.env_id, self.episodes,
+                                        seed=10_000 * (self.seed + 1) + self.n_evals)
+            self.n_evals += 1
+            while self.next_eval <= record["env_steps"]:
+                self.next_eval += self.every
+            record["eval_return"], record["eval_return_std"] = mean, std
+            bar.set_postfix(eval_return=f"{mean:.1f}", refresh=False)
+            stop = self.stop_return is not None and mean >= self.stop_return
+            self.excluded += time.perf_counter() - t0
+        history.append(record)
+        if self.callback is not None:
+            t0 = time.perf_counter()
+            stop = bool(self.callback(record, policy)) or stop
+            self.excluded += time.perf_counter() - t0
+        return stop

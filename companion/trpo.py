@@ -113,7 +113,7 @@ import torch
 from torch.distributions import Categorical, Distribution, Independent, Normal, kl_divergence
 from tqdm.auto import tqdm
 
-from companion.rl import ActorCritic, evaluate_policy, gae, make_vec_env, sample_categorical
+from companion.rl import ActorCritic, _UpdateEnd, gae, make_vec_env, sample_categorical
 
 __all__ = [
     "conjugate_gradient",
@@ -1034,7 +1034,6 @@ def train_trpo(
     See chapter 7 (TRPO).
     """
     start = time.perf_counter()
-    excluded = 0.0  # seconds spent in evaluation and callbacks, not counted in wall_time
     if config is None:
         config = TRPOConfig()
     if not isinstance(config, TRPOConfig):
@@ -1057,7 +1056,9 @@ def train_trpo(
     prev_done = np.zeros(cfg.num_envs, dtype=bool)
     episode_stats = {"running": np.zeros(cfg.num_envs), "finished": []}
     history = TRPOHistory()
-    env_steps, n_evals, next_eval = 0, 0, cfg.eval_every
+    env_steps = 0
+    end_update = _UpdateEnd(env_id, cfg.eval_every, cfg.eval_episodes, cfg.stop_return, seed,
+                            callback)
     batch_steps = cfg.num_steps * cfg.num_envs
     bar = tqdm(total=cfg.total_timesteps, disable=not progress, desc="TRPO", unit="step")
     try:
@@ -1077,28 +1078,11 @@ def train_trpo(
             record["episodes"] = len(finished)
             episode_stats["finished"] = []
             record["eval_return"] = record["eval_return_std"] = float("nan")
-            record["wall_time"] = time.perf_counter() - start - excluded
+            record["wall_time"] = time.perf_counter() - start - end_update.excluded
             bar.update(batch_steps)
 
             # evaluation and callback, excluded from wall_time
-            stop = False
-            if cfg.eval_every and env_steps >= next_eval:
-                t0 = time.perf_counter()
-                mean, std = evaluate_policy(
-                    policy, env_id, cfg.eval_episodes, seed=10_000 * (seed + 1) + n_evals
-                )
-                n_evals += 1
-                while next_eval <= env_steps:
-                    next_eval += cfg.eval_every
-                record["eval_return"], record["eval_return_std"] = mean, std
-                bar.set_postfix(eval_return=f"{mean:.1f}", refresh=False)
-                stop = cfg.stop_return is not None and mean >= cfg.stop_return
-                excluded += time.perf_counter() - t0
-            history.append(record)
-            if callback is not None:
-                t0 = time.perf_counter()
-                stop = bool(callback(record, policy)) or stop
-                excluded += time.perf_counter() - t0
+            stop = end_update(record, policy, history, bar)
             if stop:
                 break
     finally:
