@@ -1,250 +1,65 @@
 """TRPO on CartPole-v1: companion.trpo against sb3-contrib's TRPO, side by side in one run.
 
-Protocol (the one of ``benchmarks/ppo_cartpole.py``, identical for both implementations, one torch
-thread):
+The protocol (evaluation schedule and seeds, what is timed, what is reported) is the one of
+``cartpole_protocol.py``, shared with ``ppo_cartpole.py``: every 2,000 environment steps a
+deterministic evaluation of 10 episodes, excluded from the wall clock; per seed the steps and
+wall-clock to a return of 475 and the return at the end of the 100,000-step budget; one torch
+thread; seeds alternate. For ours it also reports the largest mean KL of an accepted step, the
+largest per-state KL and the number of rejected steps.
 
-* every 2,000 environment steps (at the first point at or after each multiple of 2,000 where the
-  implementation can stop: after an update for ours, after a vector step for sb3-contrib) the
-  deterministic policy is evaluated with ``companion.rl.evaluate_policy`` (10 episodes, mean
-  return) on the same seeded evaluation environments; the time spent evaluating is excluded from
-  the wall clock;
-* reported per seed: environment steps and training wall-clock (seconds, from just before the
-  model/environments are built) when the evaluation return first reaches 475, the evaluation return
-  at the end of the 100,000-step budget, and the smallest evaluation return after first reaching 475;
-* sb3-contrib uses the rl-baselines3-zoo hyperparameters for CartPole-v1 (hyperparams/trpo.yml):
-  n_envs 2, n_timesteps 1e5, MlpPolicy, n_steps 512, batch_size 512, cg_damping 1e-3,
-  gae_lambda 0.98, gamma 0.99, learning_rate 1e-3, n_critic_updates 20 (everything else at
-  sb3-contrib's defaults: target_kl 0.01, cg_max_steps 15, line search shrink 0.8 up to 10 times,
-  64-64 tanh networks); ours uses ``TRPOConfig()`` defaults.
-
-Before anything is timed, one throw-away Adam optimiser is built: the first ``torch.optim.Adam``
-in a process imports ``torch._dynamo`` (seconds), a one-off cost that would otherwise land on
-whichever run happens to go first.
+sb3-contrib uses the rl-baselines3-zoo hyperparameters for CartPole-v1 (hyperparams/trpo.yml):
+n_envs 2, n_timesteps 1e5, MlpPolicy, n_steps 512, batch_size 512, cg_damping 1e-3,
+gae_lambda 0.98, gamma 0.99, learning_rate 1e-3, n_critic_updates 20 (everything else at
+sb3-contrib's defaults: target_kl 0.01, cg_max_steps 15, line search shrink 0.8 up to 10 times,
+64-64 tanh networks); ours uses ``TRPOConfig()`` defaults.
 
 Run from the repository root (needs ``pip install -r requirements-bench.txt``)::
 
     python benchmarks/trpo_cartpole.py            # 5 seeds each
     python benchmarks/trpo_cartpole.py --seeds 0 1 --json results.json
-
-Seeds alternate between the implementations (ours seed 0, sb3-contrib seed 0, ours seed 1, ...)
-so that a change in machine load affects both alike.
+    python benchmarks/trpo_cartpole.py --only ours --seeds 0 1 2
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import statistics
-import time
+import cartpole_protocol as protocol
 
-import numpy as np
-import torch
-
-from companion.rl import evaluate_policy
 from companion.trpo import TRPOConfig, train_trpo
-
-TARGET = 475.0
-BUDGET = 100_000
-EVAL_EVERY = 2_000
-EVAL_EPISODES = 10
-
-
-def eval_seed(seed: int, k: int) -> int:
-    """Seed of the k-th evaluation of a run (the scheme ``train_trpo`` uses internally)."""
-    return 10_000 * (seed + 1) + k
-
-
-def summarise(evals, wall_at_end):
-    """evals: list of (env_steps, wall_seconds, mean_return) in order."""
-    first = next((e for e in evals if e[2] >= TARGET), None)
-    after = [e[2] for e in evals if first is not None and e[0] >= first[0]]
-    return {
-        "steps_to_475": None if first is None else int(first[0]),
-        "wall_to_475": None if first is None else float(first[1]),
-        "final_steps": int(evals[-1][0]),
-        "final_return": float(evals[-1][2]),
-        "min_return_after_475": None if first is None else float(min(after)),
-        "train_wall_total": float(wall_at_end),
-        "n_evals": len(evals),
-    }
 
 
 def run_ours(seed: int) -> dict:
-    cfg = TRPOConfig(total_timesteps=BUDGET, eval_every=EVAL_EVERY, eval_episodes=EVAL_EPISODES)
-    policy, history = train_trpo("CartPole-v1", cfg, seed=seed, progress=False)
-    evals = [
-        (r["env_steps"], r["wall_time"], r["eval_return"])
-        for r in history
-        if not np.isnan(r["eval_return"])
-    ]
-    if history[-1]["env_steps"] != evals[-1][0]:  # make sure the end of the budget is evaluated
-        mean, _ = evaluate_policy(policy, "CartPole-v1", EVAL_EPISODES, eval_seed(seed, len(evals)))
-        evals.append((history[-1]["env_steps"], history[-1]["wall_time"], mean))
-    out = summarise(evals, history[-1]["wall_time"])
+    cfg = TRPOConfig(total_timesteps=protocol.BUDGET, eval_every=protocol.EVAL_EVERY,
+                     eval_episodes=protocol.EVAL_EPISODES)
+    out, history = protocol.run_ours(train_trpo, cfg, seed)
     d = history.to_dict_of_arrays()
     out["max_mean_kl"] = float(d["kl"].max())
     out["max_state_kl"] = float(d["max_kl"].max())
     out["rejected_steps"] = int(d["rejected"].sum())
-    out["config"] = dict(vars(cfg))
     return out
-
-
-class _SB3Actor:
-    """Adapter so that ``evaluate_policy`` can run an SB3 policy exactly like ours."""
-
-    def __init__(self, model):
-        self.policy = model.policy
-
-    def act(self, obs, deterministic=True, generator=None):
-        with torch.no_grad():
-            return self.policy._predict(obs, deterministic=deterministic)
 
 
 def run_sb3(seed: int) -> dict:
     from sb3_contrib import TRPO
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
 
-    class EvalClock(BaseCallback):
-        def __init__(self):
-            super().__init__()
-            self.excluded = 0.0
-            self.next_eval = EVAL_EVERY
-            self.evals = []
+    def make_model(env):
+        return TRPO("MlpPolicy", env, n_steps=512, batch_size=512, cg_damping=1e-3,
+                    gae_lambda=0.98, gamma=0.99, learning_rate=1e-3, n_critic_updates=20,
+                    seed=seed, device="cpu", verbose=0)
 
-        def _on_step(self):
-            if self.num_timesteps >= self.next_eval:
-                t0 = time.perf_counter()
-                wall = t0 - t_start - self.excluded
-                mean, _ = evaluate_policy(
-                    _SB3Actor(self.model),
-                    "CartPole-v1",
-                    EVAL_EPISODES,
-                    eval_seed(seed, len(self.evals)),
-                )
-                self.evals.append((self.num_timesteps, wall, mean))
-                while self.next_eval <= self.num_timesteps:
-                    self.next_eval += EVAL_EVERY
-                self.excluded += time.perf_counter() - t0
-            return True
-
-    t_start = time.perf_counter()
-    env = make_vec_env("CartPole-v1", n_envs=2, seed=seed)
-    model = TRPO(
-        "MlpPolicy",
-        env,
-        n_steps=512,
-        batch_size=512,
-        cg_damping=1e-3,
-        gae_lambda=0.98,
-        gamma=0.99,
-        learning_rate=1e-3,
-        n_critic_updates=20,
-        seed=seed,
-        device="cpu",
-        verbose=0,
-    )
-    clock = EvalClock()
-    model.learn(total_timesteps=BUDGET, callback=clock)
-    t_end = time.perf_counter() - t_start - clock.excluded
-    evals = clock.evals
-    if evals[-1][0] != model.num_timesteps:
-        mean, _ = evaluate_policy(
-            _SB3Actor(model), "CartPole-v1", EVAL_EPISODES, eval_seed(seed, len(evals))
-        )
-        evals.append((model.num_timesteps, t_end, mean))
-    env.close()
-    return summarise(evals, t_end)
+    return protocol.run_sb3(make_model, n_envs=2, seed=seed)
 
 
-def _median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
+def warm_up(with_sb3: bool) -> None:
+    if with_sb3:  # sb3-contrib's modules, imported before any clock starts
+        import sb3_contrib  # noqa: F401
+        from stable_baselines3.common.env_util import make_vec_env  # noqa: F401
 
 
-def _fmt(v, spec):
-    return "-" if v is None else format(v, spec)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--only", choices=["ours", "sb3"], default=None)
-    parser.add_argument("--json", default=None, help="write the per-seed results here")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # one-off import, see the docstring
-
-    runners = {"ours": run_ours, "sb3": run_sb3}
-    names = [args.only] if args.only else ["ours", "sb3"]
-    results = {name: {} for name in names}
-    for seed in args.seeds:
-        for name in names:
-            r = runners[name](seed)
-            results[name][seed] = r
-            extra = ""
-            if name == "ours":
-                extra = (
-                    f"  max mean KL {r['max_mean_kl']:.4f}  max per-state KL "
-                    f"{r['max_state_kl']:.3f}  rejected {r['rejected_steps']}"
-                )
-            print(
-                f"{name:4s} seed {seed}: steps to 475 {_fmt(r['steps_to_475'], 'd'):>6s}  "
-                f"wall to 475 {_fmt(r['wall_to_475'], '.2f'):>6s} s  "
-                f"final return {r['final_return']:.1f} at {r['final_steps']} steps  "
-                f"min after 475 {_fmt(r['min_return_after_475'], '.1f')}  "
-                f"train wall {r['train_wall_total']:.1f} s{extra}",
-                flush=True,
-            )
-
-    print()
-    print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"{platform.processor() or platform.machine()}, seeds {args.seeds}"
-    )
-    header = (
-        "impl",
-        "solved",
-        "median steps to 475",
-        "median wall to 475 (s)",
-        "median final return",
-        "min final return",
-        "median train wall 100k (s)",
-    )
-    print(" | ".join(header))
-    med = {}
-    for name in names:
-        rs = list(results[name].values())
-        med[name] = {
-            "steps": _median([r["steps_to_475"] for r in rs]),
-            "wall": _median([r["wall_to_475"] for r in rs]),
-            "total": _median([r["train_wall_total"] for r in rs]),
-        }
-        solved = sum(r["steps_to_475"] is not None for r in rs)
-        print(
-            " | ".join(
-                [
-                    "ours" if name == "ours" else "sb3-contrib",
-                    f"{solved}/{len(rs)}",
-                    _fmt(med[name]["steps"], ".0f"),
-                    _fmt(med[name]["wall"], ".2f"),
-                    f"{statistics.median(r['final_return'] for r in rs):.1f}",
-                    f"{min(r['final_return'] for r in rs):.1f}",
-                    f"{med[name]['total']:.1f}",
-                ]
-            )
-        )
-    if len(names) == 2 and med["sb3"]["wall"] and med["ours"]["wall"]:
-        print(
-            f"ratio ours / sb3-contrib: wall to 475 {med['ours']['wall'] / med['sb3']['wall']:.2f}, "
-            f"steps to 475 {med['ours']['steps'] / med['sb3']['steps']:.2f}, "
-            f"train wall for the full budget {med['ours']['total'] / med['sb3']['total']:.2f}"
-        )
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"seeds": args.seeds, "results": results}, fh, indent=1, default=str)
+def kl_columns(r: dict) -> str:
+    return (f"  max mean KL {r['max_mean_kl']:.4f}  max per-state KL "
+            f"{r['max_state_kl']:.3f}  rejected {r['rejected_steps']}")
 
 
 if __name__ == "__main__":
-    main()
+    protocol.main(__doc__, run_ours, run_sb3, peer="sb3-contrib", extra=kl_columns,
+                  warm_up=warm_up)
