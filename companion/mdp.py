@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validation import check_gamma
+
 __all__ = [
     "TabularMDP",
     "Trajectories",
@@ -160,12 +162,7 @@ class TabularMDP:
         if R.shape not in ((S, A), (S, A, S)):
             raise ValueError(f"R must have shape (S, A) = {(S, A)} or (S, A, S) = {(S, A, S)}, "
                              f"got {R.shape}")
-        try:
-            gamma = float(self.gamma)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"gamma must be a number in [0, 1], got {self.gamma!r}") from err
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        gamma = check_gamma(self.gamma)
         initial = _finite_array(self.initial, "initial", ndim=1)
         if initial.shape != (S,):
             raise ValueError(f"initial must have shape (S,) = {(S,)}, got {initial.shape}")

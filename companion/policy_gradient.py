@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validation import check_gamma
 from .mdp import (
     TabularMDP,
     Trajectories,
@@ -102,9 +103,7 @@ def _check_traj(traj, logits, gamma):
     if np.any(mask[:, 1:] & ~mask[:, :-1]):
         i = int(np.argwhere(mask[:, 1:] & ~mask[:, :-1])[0, 0])
         raise ValueError(f"traj.mask: padding must be a suffix (trajectory {i})")
-    gamma = float(gamma)
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    gamma = check_gamma(gamma)
     lb = traj.logp_behavior
     if not np.all(np.isfinite(lb[mask])):
         i, t = (int(x) for x in np.argwhere(mask & ~np.isfinite(lb))[0])

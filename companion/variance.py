@@ -36,6 +36,7 @@ from ._validation import (
     LOG_FLOAT_MAX,
     as_float_array,
     check_finite,
+    check_gamma,
     check_mask,
     check_same_shape,
     first_index,
@@ -330,12 +331,7 @@ def single_step_is(rewards, log_ratios, advantages, gamma=1.0, mask=None) -> Est
     adv = as_float_array(advantages, "advantages", ndim=2)
     check_same_shape(r, "rewards", lr, "log_ratios")
     check_same_shape(r, "rewards", adv, "advantages")
-    try:
-        g = float(gamma)
-    except (TypeError, ValueError):
-        raise ValueError(f"gamma: must be a number in [0, 1], got {gamma!r}") from None
-    if not 0.0 <= g <= 1.0:
-        raise ValueError(f"gamma: discount must be in [0, 1], got {gamma!r}")
+    g = check_gamma(gamma)
     if mask is not None:
         m = check_mask(mask, r.shape)
         r, lr, adv = (np.where(m, x, 0.0) for x in (r, lr, adv))
