@@ -186,10 +186,14 @@ def _view(torch, a: np.ndarray):
         return torch.from_numpy(a)
 
 
+def _block_rows(horizon: int) -> int:
+    return max(1, _BLOCK_ELEMS // horizon)
+
+
 def _blocks(r, lr, m):
     """Yield (row slice, rewards block, log-ratio block), C-contiguous, with padding zeroed."""
     n, horizon = r.shape
-    rows = max(1, _BLOCK_ELEMS // horizon)
+    rows = _block_rows(horizon)
     for start in range(0, n, rows):
         sl = slice(start, min(start + rows, n))
         rb, lb = r[sl], lr[sl]
@@ -198,6 +202,19 @@ def _blocks(r, lr, m):
             rb = np.where(mb, rb, 0.0)
             lb = np.where(mb, lb, 0.0)
         yield sl, np.ascontiguousarray(rb), np.ascontiguousarray(lb)
+
+
+def _log_prefix_weights(torch, lb, buf):
+    """log rho_{0:t} of a block (row-wise cumsum of its log-ratios), written into the first rows
+    of ``buf`` (from :func:`_block_buffer`); returns that array and its tensor view."""
+    P = buf[: lb.shape[0]]
+    Pt = _view(torch, P)
+    torch.cumsum(_view(torch, lb), 1, out=Pt)
+    return P, Pt
+
+
+def _block_buffer(horizon: int) -> np.ndarray:
+    return np.empty((_block_rows(horizon), horizon))
 
 
 def _masked_full(x, m):
@@ -512,11 +529,9 @@ def per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimate:
     torch = _torch()
     log_d_t = None if g == 1.0 else _view(torch, log_d)
     terms = np.empty(n)
-    buf = np.empty((max(1, _BLOCK_ELEMS // horizon), horizon))
+    buf = _block_buffer(horizon)
     for sl, rb, lb in _blocks(r, lr, m):
-        P = buf[: rb.shape[0]]
-        Pt = _view(torch, P)
-        torch.cumsum(_view(torch, lb), 1, out=Pt)  # log rho_{0:t}
+        P, Pt = _log_prefix_weights(torch, lb, buf)
         if not _ok_log_weight(P[:, -1]):
             _raise_bad_inputs(r, lr, m)
         if log_d_t is not None:
@@ -582,15 +597,13 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
     # Pass 2 recomputes the prefix weights instead of storing them: a second exp per element
     # costs less than writing and re-reading an array of the input's size (benchmarks/README.md).
     torch = _torch()
-    buf = np.empty((max(1, _BLOCK_ELEMS // horizon), horizon))
+    buf = _block_buffer(horizon)
     ref = np.full(horizon, -np.inf)
     A = np.zeros(horizon)
     B = np.zeros(horizon)
     with np.errstate(invalid="ignore", over="ignore"):  # bad values are reported below
         for _, rb, lb in _blocks(r, lr, m):
-            P = buf[: rb.shape[0]]
-            Pt = _view(torch, P)
-            torch.cumsum(_view(torch, lb), 1, out=Pt)  # log rho_{0:t}
+            P, Pt = _log_prefix_weights(torch, lb, buf)
             if not _ok_log_weight(P[:, -1]):
                 _raise_bad_inputs(r, lr, m)
             new_ref = np.maximum(ref, torch.amax(Pt, 0).numpy())
@@ -626,8 +639,7 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
     terms = np.empty(n)
     centre = np.empty(n)
     for sl, rb, lb in _blocks(r, lr, m):
-        Pt = _view(torch, buf[: rb.shape[0]])
-        torch.cumsum(_view(torch, lb), 1, out=Pt)
+        _, Pt = _log_prefix_weights(torch, lb, buf)
         Pt.sub_(offset).exp_()  # c_t W_it
         torch.mv(Pt, r_hat_t, out=_view(torch, centre[sl]))
         torch.linalg.vecdot(Pt, _view(torch, rb), dim=1, out=_view(torch, terms[sl]))
