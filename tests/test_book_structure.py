@@ -69,24 +69,24 @@ def test_checks_catch_a_notebook_with_outputs(broken_book):
     assert any("50_with_output" in p for p in book_checks.output_problems(broken_book))
 
 
-def test_checks_catch_a_chapter_without_exercises(broken_book):
-    toc = yaml.safe_load((broken_book / "_toc.yml").read_text())
-    for stale in (broken_book / "book").glob("*.ipynb"):
+def _only_chapter(book, name, cells):
+    """Make ``book`` a one-chapter book whose chapter ``book/<name>.ipynb`` holds ``cells``."""
+    toc = yaml.safe_load((book / "_toc.yml").read_text())
+    for stale in (book / "book").glob("*.ipynb"):
         stale.unlink()
-    toc["parts"] = [{"caption": "Test", "numbered": True, "chapters": [{"file": "book/01_bare"}]}]
-    (broken_book / "_toc.yml").write_text(yaml.safe_dump(toc))
-    nbformat.write(_notebook([nbformat.v4.new_code_cell("x = 1")]), broken_book / "book" / "01_bare.ipynb")
+    toc["parts"] = [{"caption": "Test", "numbered": True, "chapters": [{"file": f"book/{name}"}]}]
+    (book / "_toc.yml").write_text(yaml.safe_dump(toc))
+    nbformat.write(_notebook(cells), book / "book" / f"{name}.ipynb")
+
+
+def test_checks_catch_a_chapter_without_exercises(broken_book):
+    _only_chapter(broken_book, "01_bare", [nbformat.v4.new_code_cell("x = 1")])
     problems = book_checks.chapter_problems(broken_book)
     assert any("exercises" in p for p in problems)
     assert any("use_course_style" in p for p in problems)
 
 
 def test_checks_catch_an_untagged_check_of_a_solution(broken_book):
-    toc = yaml.safe_load((broken_book / "_toc.yml").read_text())
-    for stale in (broken_book / "book").glob("*.ipynb"):
-        stale.unlink()
-    toc["parts"] = [{"caption": "Test", "numbered": True, "chapters": [{"file": "book/01_leaky"}]}]
-    (broken_book / "_toc.yml").write_text(yaml.safe_dump(toc))
     check = "# Checks of the numbers quoted in the solution of ex-01-a.\nassert 2 + 2 == 4"
     cells = [
         nbformat.v4.new_markdown_cell("```{solution-start} ex-01-a\n:class: dropdown\n```"),
@@ -95,7 +95,7 @@ def test_checks_catch_an_untagged_check_of_a_solution(broken_book):
         nbformat.v4.new_code_cell(check),  # outside and untagged: a leak
         nbformat.v4.new_code_cell(check, metadata={"tags": ["solution"]}),  # tagged: fine
     ]
-    nbformat.write(_notebook(cells), broken_book / "book" / "01_leaky.ipynb")
+    _only_chapter(broken_book, "01_leaky", cells)
     leaks = [p for p in book_checks.chapter_problems(broken_book) if "tag it 'solution'" in p]
     assert len(leaks) == 1 and "cell 3" in leaks[0], leaks
 
