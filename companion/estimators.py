@@ -23,7 +23,7 @@ Numerics. Everything is computed from log ratios. The weighted estimators subtra
 log weight (per step, for the per-decision one) before exponentiating, so they give the right
 answer for trajectories of any length, e.g. 10,000 steps with ratios 1.2 (log weight 1823, far
 beyond float64). The ordinary estimators need the weights themselves: a weight below about
-``1e-308`` underflows to 0 (an absolute error below ``1e-308``, harmless), and a term
+``3e-308`` is taken as 0 (an absolute error below ``3.3e-308``, harmless), and a term
 :math:`w_i G_i` that exceeds the float64 range raises :class:`ValueError` (rather than returning
 ``inf``); use the weighted estimator or work with log weights in that case.
 
@@ -32,23 +32,21 @@ reward 0; their values in ``rewards`` and ``log_ratios`` are ignored (they may h
 including NaN). In the weighted per-decision estimator a finished trajectory therefore keeps
 its final weight in the denominators of later steps.
 
-Implementation. The batch is processed in blocks of rows that fit in the CPU cache, so the
-temporaries (prefix sums, weights) stay in the cache and memory use stays at a few MB beyond
-the inputs. The cost is dominated by one ``exp`` per (trajectory, step) for the per-decision
-estimators (two for :func:`weighted_per_decision_is`, which recomputes the weights in its
-second pass rather than storing them). The block arithmetic of the two per-decision estimators
-runs in torch, on zero-copy views of the NumPy arrays: torch's float64 ``exp`` and ``cumsum`` are
-SIMD-vectorised and use torch's intra-op threads (``torch.set_num_threads``), where NumPy's
-``exp`` is scalar code on CPUs without AVX-512. torch is imported on the first call, and
-results do not depend on the thread count beyond rounding. ``benchmarks/ope_estimators.py``
-measures the speed.
+Implementation. The four OPE estimators validate their inputs here and run their per-element
+work in compiled loops (numba, :mod:`companion._kernels`) that read each input element once,
+fuse the running sum of log-ratios, ``exp`` and the sums, and split the trajectories into chunks
+that run on numba's threads (``numba.set_num_threads``). Memory use stays at a few MB beyond the
+inputs. :func:`weighted_per_decision_is` reads the batch twice (once for the per-step sums, once
+for the per-trajectory terms, recomputing the weights rather than storing them). The results do
+not depend on the number of threads. numba is imported, and the loops are compiled (or loaded
+from numba's on-disk cache), on the first call. ``benchmarks/ope_estimators.py`` measures the
+speed.
 
 See chapters 1, 3, 5 and 8.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,8 +75,10 @@ __all__ = [
     "doubly_robust",
 ]
 
-#: Number of float64 elements per block (2 MiB); blocks stay in the L2/L3 cache.
-_BLOCK_ELEMS = 1 << 18
+#: Float64 elements per chunk of trajectories (512 KiB per array: the prefix sums of a chunk stay
+#: in the L2 cache) and the largest number of chunks (bounds the per-chunk sums of WPDIS).
+_BLOCK_ELEMS = 1 << 16
+_MAX_CHUNKS = 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,8 +136,8 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
     """Dot product of two long vectors, without BLAS.
 
     ``a @ b`` would call OpenBLAS, which wakes its own thread pool; those threads keep spinning
-    for a while afterwards and compete for the cores with torch's threads in the per-decision
-    estimators (measured on 2 cores: the next ``per_decision_is`` call ran half as fast).
+    for a while afterwards and compete for the cores with the estimators' own threads (measured
+    on 2 cores: the next ``per_decision_is`` call ran half as fast).
     """
     return float(np.einsum("i,i->", a, b))
 
@@ -162,59 +162,23 @@ def _prepare(rewards, log_ratios, gamma, mask):
     return r, lr, g, m
 
 
-def _torch():
-    """The ``torch`` module, imported on first use.
+def _kernels():
+    """:mod:`companion._kernels`, imported on first use (importing numba takes a while)."""
+    from . import _kernels
 
-    The per-step estimators need one ``exp`` and one running sum per (trajectory, step). NumPy's
-    float64 ``exp`` is scalar code on CPUs without AVX-512 (about 10 ns per element); torch's is
-    SIMD-vectorised and runs on all of torch's intra-op threads (``torch.set_num_threads``), as
-    does its ``cumsum``. The arrays stay NumPy arrays: torch works on zero-copy views of them.
-    See ``benchmarks/README.md`` for the measurements.
-    """
-    import torch
-
-    return torch
+    return _kernels
 
 
-def _view(torch, a: np.ndarray):
-    """Zero-copy tensor view of a C-contiguous float64 block (never written through when the
-    block is the caller's read-only input, so torch's not-writable warning is silenced)."""
-    if a.flags.writeable:
-        return torch.from_numpy(a)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(a)
+def _chunk_rows(n: int, horizon: int) -> int:
+    """Trajectories per chunk: a multiple of 4 (the kernels take rows four at a time)."""
+    rows = max(_BLOCK_ELEMS // horizon, -(-n // _MAX_CHUNKS))
+    return max(4, rows - rows % 4)
 
 
-def _block_rows(horizon: int) -> int:
-    return max(1, _BLOCK_ELEMS // horizon)
-
-
-def _blocks(r, lr, m):
-    """Yield (row slice, rewards block, log-ratio block), C-contiguous, with padding zeroed."""
-    n, horizon = r.shape
-    rows = _block_rows(horizon)
-    for start in range(0, n, rows):
-        sl = slice(start, min(start + rows, n))
-        rb, lb = r[sl], lr[sl]
-        if m is not None:
-            mb = m[sl]
-            rb = np.where(mb, rb, 0.0)
-            lb = np.where(mb, lb, 0.0)
-        yield sl, np.ascontiguousarray(rb), np.ascontiguousarray(lb)
-
-
-def _log_prefix_weights(torch, lb, buf):
-    """log rho_{0:t} of a block (row-wise cumsum of its log-ratios), written into the first rows
-    of ``buf`` (from :func:`_block_buffer`); returns that array and its tensor view."""
-    P = buf[: lb.shape[0]]
-    Pt = _view(torch, P)
-    torch.cumsum(_view(torch, lb), 1, out=Pt)
-    return P, Pt
-
-
-def _block_buffer(horizon: int) -> np.ndarray:
-    return np.empty((_block_rows(horizon), horizon))
+def _contiguous(r, lr, m):
+    """C-contiguous inputs for the kernels (no copy when they already are)."""
+    return (np.ascontiguousarray(r), np.ascontiguousarray(lr),
+            None if m is None else np.ascontiguousarray(m))
 
 
 def _masked_full(x, m):
@@ -243,18 +207,12 @@ def _ok_log_weight(x: np.ndarray) -> bool:
 
 
 def _returns_and_log_weights(r, lr, gamma, m):
-    """Discounted returns G_i and log weights log w_i, validated, in one pass per block."""
+    """Discounted returns G_i and log weights log w_i, validated."""
     n, horizon = r.shape
     d, _ = _discounts(gamma, horizon)
-    zero_discount = bool((d == 0).any())  # BLAS may skip NaN rewards times a zero discount
     G = np.empty(n)
     lw = np.empty(n)
-    with np.errstate(invalid="ignore", over="ignore"):  # bad values are reported below
-        for sl, rb, lb in _blocks(r, lr, m):
-            np.matmul(rb, d, out=G[sl])
-            np.sum(lb, axis=1, out=lw[sl])
-            if zero_discount:
-                check_finite(rb, "rewards")
+    _kernels().returns_and_log_weights(*_contiguous(r, lr, m), d, _chunk_rows(n, horizon), G, lw)
     if not (_ok_log_weight(lw) and np.all(np.isfinite(G))):
         _raise_bad_inputs(r, lr, m)
         if not np.all(np.isfinite(G)):
@@ -526,23 +484,12 @@ def per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimate:
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
     n, horizon = r.shape
     _, log_d = _discounts(g, horizon)
-    torch = _torch()
-    log_d_t = None if g == 1.0 else _view(torch, log_d)
     terms = np.empty(n)
-    buf = _block_buffer(horizon)
-    for sl, rb, lb in _blocks(r, lr, m):
-        P, Pt = _log_prefix_weights(torch, lb, buf)
-        if not _ok_log_weight(P[:, -1]):
-            _raise_bad_inputs(r, lr, m)
-        if log_d_t is not None:
-            Pt.add_(log_d_t)  # + t log gamma
-        Pt.exp_()
-        Pt.mul_(_view(torch, rb))
-        torch.sum(Pt, 1, out=_view(torch, terms[sl]))
-        if not np.all(np.isfinite(terms[sl])):
-            _raise_bad_inputs(r, lr, m)
-            log_w = np.cumsum(lb, axis=1) + log_d
-            raise _overflow_error("per-decision IS", float(np.max(log_w)))
+    _kernels().per_decision_terms(*_contiguous(r, lr, m), log_d, _chunk_rows(n, horizon), terms)
+    if not np.all(np.isfinite(terms)):
+        _raise_bad_inputs(r, lr, m)
+        log_w = np.cumsum(_masked_full(lr, m), axis=1) + log_d
+        raise _overflow_error("per-decision IS", float(np.max(log_w)))
     return Estimate(float(terms.mean()), _sd_over_sqrt_n(terms), n, terms, "per_decision_is")
 
 
@@ -591,34 +538,24 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
     n, horizon = r.shape
     d, _ = _discounts(g, horizon)
 
-    # Pass 1: the per-step sums A_t = sum_i W_it r_it and B_t = sum_i W_it of the scaled prefix
-    # weights W_it = exp(log rho_{0:t} - ref_t). ref_t is the running per-step maximum; when a
-    # later block raises it, the sums so far are rescaled (like an online logsumexp).
-    # Pass 2 recomputes the prefix weights instead of storing them: a second exp per element
-    # costs less than writing and re-reading an array of the input's size (benchmarks/README.md).
-    torch = _torch()
-    buf = _block_buffer(horizon)
-    ref = np.full(horizon, -np.inf)
-    A = np.zeros(horizon)
-    B = np.zeros(horizon)
-    with np.errstate(invalid="ignore", over="ignore"):  # bad values are reported below
-        for _, rb, lb in _blocks(r, lr, m):
-            P, Pt = _log_prefix_weights(torch, lb, buf)
-            if not _ok_log_weight(P[:, -1]):
-                _raise_bad_inputs(r, lr, m)
-            new_ref = np.maximum(ref, torch.amax(Pt, 0).numpy())
-            grow = new_ref > ref
-            if grow.any():
-                scale = np.exp(ref[grow] - new_ref[grow])  # 0 where ref was -inf
-                A[grow] *= scale
-                B[grow] *= scale
-                ref = new_ref
-            shift = np.where(ref == -np.inf, 0.0, ref)  # steps no trajectory reached yet: W = 0
-            Pt.sub_(_view(torch, shift)).exp_()
-            B += torch.sum(Pt, 0).numpy()
-            A += torch.linalg.vecdot(Pt, _view(torch, rb), dim=0).numpy()
-    if not np.all(np.isfinite(A)):
+    # Pass 1: per chunk of trajectories, the per-step sums A_t = sum_i W_it r_it and
+    # B_t = sum_i W_it of the prefix weights scaled by the chunk's per-step maximum,
+    # W_it = exp(log rho_{0:t} - ref_ct); then rescaled to the overall maximum ref_t and added.
+    # Pass 2 recomputes the weights instead of storing them: reading the input again costs less
+    # than writing and re-reading an array of its size.
+    kernels = _kernels()
+    rcm = _contiguous(r, lr, m)
+    rows = _chunk_rows(n, horizon)
+    chunks = -(-n // rows)
+    ref_c, A_c, B_c = (np.empty((chunks, horizon)) for _ in range(3))
+    kernels.per_step_weight_sums(*rcm, rows, kernels.workers(chunks), ref_c, A_c, B_c)
+    if not (np.all(np.isfinite(A_c)) and np.all(np.isfinite(B_c))):
         _raise_bad_inputs(r, lr, m)
+    ref = ref_c.max(axis=0)
+    with np.errstate(invalid="ignore"):  # -inf - -inf: a chunk and all others have weight 0
+        scale = np.where(ref_c == -np.inf, 0.0, np.exp(ref_c - ref))
+    A = np.sum(A_c * scale, axis=0)
+    B = np.sum(B_c * scale, axis=0)
     if B[0] == 0.0:
         raise ValueError(
             "log_ratios: every trajectory has weight zero at step 0, so weighted per-decision "
@@ -628,21 +565,16 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
     r_hat = np.divide(A, B, out=np.zeros(horizon), where=reached)  # weighted mean reward per step
     est = float(d @ r_hat)
     # c_t = gamma^t / mean_i W_it, so that terms_i = sum_t c_t W_it r_it has mean est. It is
-    # folded into the exponent: c_t W_it = exp(log rho_{0:t} - (ref_t - log c_t)); c_t = 0 for
-    # steps nobody reached gives an offset of +inf and a weight of exactly 0.
+    # folded into the exponent: c_t W_it = exp(log rho_{0:t} + log c_t - ref_t); c_t = 0 for
+    # steps nobody reached gives a log scale of -inf and a weight of exactly 0.
     with np.errstate(divide="ignore"):
         log_c = np.log(np.divide(n * d, B, out=np.zeros(horizon), where=reached))
-    offset = _view(torch, np.where(ref == -np.inf, 0.0, ref) - log_c)
-    r_hat_t = _view(torch, r_hat)
+    log_scale = log_c - np.where(ref == -np.inf, 0.0, ref)
 
     # Pass 2: per-trajectory terms and delta-method influence values.
     terms = np.empty(n)
     centre = np.empty(n)
-    for sl, rb, lb in _blocks(r, lr, m):
-        _, Pt = _log_prefix_weights(torch, lb, buf)
-        Pt.sub_(offset).exp_()  # c_t W_it
-        torch.mv(Pt, r_hat_t, out=_view(torch, centre[sl]))
-        torch.linalg.vecdot(Pt, _view(torch, rb), dim=1, out=_view(torch, terms[sl]))
+    kernels.scaled_weight_dots(*rcm, log_scale, r_hat, rows, terms, centre)
     psi = terms - centre
     se = float(np.sqrt(_dot(psi, psi)) / n) if n > 1 else float("nan")
     return Estimate(est, se, n, terms, "weighted_per_decision_is")

@@ -182,11 +182,8 @@ def test_block_boundaries(monkeypatch):
 
 
 def test_memory_layouts_and_read_only_inputs(recwarn):
-    """Strided, Fortran-ordered, reversed and read-only inputs give the contiguous results.
-
-    The per-step work runs on zero-copy torch views of the arrays, which need C-contiguous
-    blocks; torch warns about read-only arrays, which the estimators never write to.
-    """
+    """Strided, Fortran-ordered, reversed and read-only inputs give the contiguous results
+    (the compiled loops take C-contiguous arrays; others are copied first), without warnings."""
     rng = np.random.default_rng(11)
     rewards = rng.random((30, 16))
     lr = rng.normal(0, 0.3, (30, 16))
@@ -208,26 +205,29 @@ def test_memory_layouts_and_read_only_inputs(recwarn):
         assert got.estimate == pytest.approx(want.estimate, rel=1e-12)
         rev = fn(rewards[::-1], lr[::-1], 0.95, mask[::-1])  # negative row stride
         assert rev.estimate == pytest.approx(want.estimate, rel=1e-12)
-    assert not [w for w in recwarn if "writable" in str(w.message)]
+    assert not [str(w.message) for w in recwarn]
 
 
-def test_same_result_on_one_or_two_torch_threads():
-    """Thread count changes only the summation order (rounding), never the result."""
-    torch = pytest.importorskip("torch")
+def test_same_result_on_one_or_two_threads():
+    """The chunks of trajectories, and the order in which their sums are added, do not depend
+    on the number of threads, so neither do the results, to the last bit."""
+    numba = pytest.importorskip("numba")
     rng = np.random.default_rng(12)
-    rewards = rng.random((3000, 100))
-    lr = rng.normal(-0.01, 0.2, (3000, 100))
-    before = torch.get_num_threads()
+    rewards = rng.random((3001, 100))  # not a multiple of the chunk size, nor of 4
+    lr = rng.normal(-0.01, 0.2, (3001, 100))
+    mask = np.arange(100) < rng.integers(1, 101, size=3001)[:, None]
+    before = numba.get_num_threads()
+    results = {}
     try:
-        torch.set_num_threads(1)
-        one = [fn(rewards, lr, 0.99) for fn in OPE]
-        torch.set_num_threads(2)
-        two = [fn(rewards, lr, 0.99) for fn in OPE]
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            results[threads] = [fn(rewards, lr, 0.99, m) for fn in OPE for m in (None, mask)]
     finally:
-        torch.set_num_threads(before)
-    for a, b in zip(one, two, strict=True):
-        assert a.estimate == pytest.approx(b.estimate, rel=1e-12)
-        assert a.stderr == pytest.approx(b.stderr, rel=1e-10)
+        numba.set_num_threads(before)
+    assert numba.config.NUMBA_NUM_THREADS >= 2
+    for a, b in zip(results[1], results[2], strict=True):
+        assert (a.estimate, a.stderr) == (b.estimate, b.stderr)
+        np.testing.assert_array_equal(a.terms, b.terms)
 
 
 @SETTINGS

@@ -1,4 +1,5 @@
-"""The package re-exports every public name, and the NumPy-only chapters do not pay for torch."""
+"""The package re-exports every public name, and the NumPy-only chapters do not pay for torch
+(nor anyone for numba before the first estimator call)."""
 
 import importlib
 import subprocess
@@ -17,9 +18,10 @@ def test_every_public_name_is_reexported_once():
             assert getattr(companion, public) is getattr(module, public), f"{name}.{public}"
 
 
-def test_importing_companion_does_not_import_torch():
-    code = "import sys, companion; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+def test_importing_companion_does_not_import_torch_or_numba():
+    for heavy in ("torch", "numba"):
+        code = f"import sys, companion; sys.exit({heavy!r} in sys.modules)"
+        assert subprocess.run([sys.executable, "-c", code]).returncode == 0, heavy
 
 
 def test_unknown_names_raise_attribute_error():
