@@ -33,14 +33,14 @@ including NaN). In the weighted per-decision estimator a finished trajectory the
 its final weight in the denominators of later steps.
 
 Implementation. The four OPE estimators validate their inputs here and run their per-element
-work in compiled loops (numba, :mod:`companion._kernels`) that read each input element once,
+work in compiled loops (numba, ``companion/_kernels.py``) that read each input element once,
 fuse the running sum of log-ratios, ``exp`` and the sums, and split the trajectories into chunks
 that run on numba's threads (``numba.set_num_threads``). Memory use stays at a few MB beyond the
 inputs. :func:`weighted_per_decision_is` reads the batch twice (once for the per-step sums, once
 for the per-trajectory terms, recomputing the weights rather than storing them). The results do
-not depend on the number of threads. numba is imported, and the loops are compiled (or loaded
-from numba's on-disk cache), on the first call. ``benchmarks/ope_estimators.py`` measures the
-speed.
+not depend on the number of threads. numba is imported on the first call, which also compiles
+the loops: some seconds, once per installation, since numba caches them on disk.
+``benchmarks/ope_estimators.py`` measures the speed.
 
 See chapters 1, 3, 5 and 8.
 """
