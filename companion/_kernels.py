@@ -192,22 +192,6 @@ def returns_and_log_weights(r, lr, m, d, rows, G, lw):
             lw[i] = s
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
-def per_decision_terms(r, lr, m, log_d, rows, terms):
-    """terms[i] = sum_t exp(log rho_{i,0:t} + log_d[t]) r[i, t]."""
-    n, horizon = r.shape
-    for c in prange((n + rows - 1) // rows):
-        X = np.empty(4 * horizon)
-        for i in range(c * rows, min(n, (c + 1) * rows), 4):
-            g = min(4, n - i, (c + 1) * rows - i)
-            _log_prefix_rows(lr, m, i, g, X, log_d)
-            for j in range(g):
-                s = 0.0
-                for t in range(horizon):
-                    s += _exp(X[j * horizon + t]) * _at(r, m, i + j, t)
-                terms[i + j] = s
-
-
 def workers(chunks: int) -> int:
     """Parallel loops for :func:`per_step_weight_sums`: one per numba thread, at most one per
     chunk."""
@@ -254,9 +238,10 @@ def per_step_weight_sums(r, lr, m, rows, workers, ref, A, B):
 
 
 @njit(cache=True, parallel=True, fastmath=_FAST)
-def scaled_weight_dots(r, lr, m, log_scale, r_hat, rows, terms, centre):
-    """With W_it = exp(log rho_{i,0:t} + log_scale[t]): terms[i] = sum_t W_it r[i, t] and
-    centre[i] = sum_t W_it r_hat[t]."""
+def prefix_weight_dots(r, lr, m, log_scale, rows, terms, r_hat, centre):
+    """With W_it = exp(log rho_{i,0:t} + log_scale[t]): terms[i] = sum_t W_it r[i, t], and
+    unless ``r_hat`` and ``centre`` are None, centre[i] = sum_t W_it r_hat[t]. (With
+    log_scale[t] = t log gamma, terms are those of per-decision importance sampling.)"""
     n, horizon = r.shape
     for c in prange((n + rows - 1) // rows):
         X = np.empty(4 * horizon)
@@ -269,6 +254,8 @@ def scaled_weight_dots(r, lr, m, log_scale, r_hat, rows, terms, centre):
                 for t in range(horizon):
                     e = _exp(X[j * horizon + t])
                     s += e * _at(r, m, i + j, t)
-                    q += e * r_hat[t]
+                    if r_hat is not None:
+                        q += e * r_hat[t]
                 terms[i + j] = s
-                centre[i + j] = q
+                if centre is not None:
+                    centre[i + j] = q

@@ -485,7 +485,9 @@ def per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimate:
     n, horizon = r.shape
     _, log_d = _discounts(g, horizon)
     terms = np.empty(n)
-    _kernels().per_decision_terms(*_contiguous(r, lr, m), log_d, _chunk_rows(n, horizon), terms)
+    _kernels().prefix_weight_dots(
+        *_contiguous(r, lr, m), log_d, _chunk_rows(n, horizon), terms, None, None
+    )
     if not np.all(np.isfinite(terms)):
         _raise_bad_inputs(r, lr, m)
         log_w = np.cumsum(_masked_full(lr, m), axis=1) + log_d
@@ -574,7 +576,7 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
     # Pass 2: per-trajectory terms and delta-method influence values.
     terms = np.empty(n)
     centre = np.empty(n)
-    kernels.scaled_weight_dots(*rcm, log_scale, r_hat, rows, terms, centre)
+    kernels.prefix_weight_dots(*rcm, log_scale, rows, terms, r_hat, centre)
     psi = terms - centre
     se = float(np.sqrt(_dot(psi, psi)) / n) if n > 1 else float("nan")
     return Estimate(est, se, n, terms, "weighted_per_decision_is")

@@ -83,7 +83,7 @@ def test_chunked_loops_match_numpy_for_any_row_count(n, rows):
         P = np.cumsum(lr0, axis=1)
 
         terms = np.empty(n)
-        kernels.per_decision_terms(r, lr, m, log_d, rows, terms)
+        kernels.prefix_weight_dots(r, lr, m, log_d, rows, terms, None, None)
         np.testing.assert_allclose(terms, (np.exp(P + log_d) * r0).sum(axis=1), rtol=1e-13)
 
         G, lw = np.empty(n), np.empty(n)
@@ -103,7 +103,7 @@ def test_chunked_loops_match_numpy_for_any_row_count(n, rows):
 
         r_hat = rng.random(horizon)
         centre = np.empty(n)
-        kernels.scaled_weight_dots(r, lr, m, log_d, r_hat, rows, terms, centre)
+        kernels.prefix_weight_dots(r, lr, m, log_d, rows, terms, r_hat, centre)
         np.testing.assert_allclose(terms, (np.exp(P + log_d) * r0).sum(axis=1), rtol=1e-13)
         np.testing.assert_allclose(centre, np.exp(P + log_d) @ r_hat, rtol=1e-13)
 
@@ -117,9 +117,9 @@ def test_padding_is_ignored_whatever_it_holds():
     garbage_lr = np.where(mask, lr, np.inf)
     log_d = np.zeros(5)
     clean, dirty = np.empty(9), np.empty(9)
-    kernels.per_decision_terms(r, lr, mask, log_d, 4, clean)
-    kernels.per_decision_terms(garbage_r, garbage_lr, mask, log_d, 4, dirty)
+    kernels.prefix_weight_dots(r, lr, mask, log_d, 4, clean, None, None)
+    kernels.prefix_weight_dots(garbage_r, garbage_lr, mask, log_d, 4, dirty, None, None)
     np.testing.assert_array_equal(clean, dirty)
     # and without the mask, the garbage shows: the caller sees non-finite terms and explains
-    kernels.per_decision_terms(garbage_r, garbage_lr, None, log_d, 4, dirty)
+    kernels.prefix_weight_dots(garbage_r, garbage_lr, None, log_d, 4, dirty, None, None)
     assert not np.all(np.isfinite(dirty))
