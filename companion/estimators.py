@@ -171,8 +171,8 @@ def _kernels():
 
 def _chunk_rows(n: int, horizon: int) -> int:
     """Trajectories per chunk: a multiple of 4 (the kernels take rows four at a time)."""
-    rows = max(_BLOCK_ELEMS // horizon, -(-n // _MAX_CHUNKS))
-    return max(4, rows - rows % 4)
+    rows = max(4, _BLOCK_ELEMS // horizon, -(-n // _MAX_CHUNKS))
+    return rows + (-rows % 4)
 
 
 def _contiguous(r, lr, m):

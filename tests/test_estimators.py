@@ -181,6 +181,15 @@ def test_block_boundaries(monkeypatch):
     np.testing.assert_allclose(small.terms, full.terms, rtol=1e-10)
 
 
+@pytest.mark.parametrize("n", [1, 5, 1000, 10**6, 10**7])
+@pytest.mark.parametrize("horizon", [1, 7, 200, 10_000])
+def test_chunks_are_multiples_of_four_and_few(n, horizon):
+    rows = est_mod._chunk_rows(n, horizon)
+    assert rows >= 4 and rows % 4 == 0
+    assert -(-n // rows) <= est_mod._MAX_CHUNKS  # bounds the per-chunk sums of WPDIS
+    assert rows >= est_mod._BLOCK_ELEMS // horizon  # chunks of a cache-sized block at least
+
+
 def test_memory_layouts_and_read_only_inputs(recwarn):
     """Strided, Fortran-ordered, reversed and read-only inputs give the contiguous results
     (the compiled loops take C-contiguous arrays; others are copied first), without warnings."""
