@@ -80,16 +80,24 @@ def chapter_problems(root: Path) -> list[str]:
     return problems
 
 
+#: An assert whose comment points at an exercise or its solution: "(exercise)", "ex-03-count",
+#: "solution of ...".
+_EXERCISE_ASSERT = re.compile(r"^\s*assert\b.*#.*(\bexercise\b|\bex-\d\d-|\bsolution\b)", re.M)
+
+
 def _untagged_solution_checks(nb) -> list[str]:
-    """Code cells outside a gated solution that check numbers a solution quotes, without the
-    ``solution`` tag: the edition without solutions would show them (and give the answers away)."""
+    """Code cells outside a gated solution that check numbers a solution quotes (a cell headed
+    "quoted in the solution", or an assert whose comment names an exercise or a solution),
+    without the ``solution`` tag: the edition without solutions would show them (and give the
+    answers away)."""
     problems, inside = [], False
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "markdown":
             for directive in re.findall(r"\{solution-(start|end)\}", cell.source):
                 inside = directive == "start"
-        elif (not inside and "quoted in the solution" in cell.source
-              and "solution" not in cell.metadata.get("tags", [])):
+        elif (not inside and "solution" not in cell.metadata.get("tags", [])
+              and ("quoted in the solution" in cell.source
+                   or _EXERCISE_ASSERT.search(cell.source))):
             problems.append(f"cell {i} checks a solution's numbers outside the solution; "
-                            "tag it 'solution'")
+                            "move the check to a cell tagged 'solution'")
     return problems

@@ -94,10 +94,15 @@ def test_checks_catch_an_untagged_check_of_a_solution(broken_book):
         nbformat.v4.new_markdown_cell("```{solution-end}\n```"),
         nbformat.v4.new_code_cell(check),  # outside and untagged: a leak
         nbformat.v4.new_code_cell(check, metadata={"tags": ["solution"]}),  # tagged: fine
+        # a single assert that names its exercise, in a main-text cell: a leak
+        nbformat.v4.new_code_cell("x = 2\nassert x ** 2 == 4   # the factor asked for in ex-01-a"),
+        nbformat.v4.new_code_cell("assert 1.2 > 1   # a 20% error (exercise)"),  # a leak
+        nbformat.v4.new_code_cell("N_EX = 4   # episodes for ex-01-a"),  # setup, not a check: fine
     ]
     _only_chapter(broken_book, "01_leaky", cells)
-    leaks = [p for p in book_checks.chapter_problems(broken_book) if "tag it 'solution'" in p]
-    assert len(leaks) == 1 and "cell 3" in leaks[0], leaks
+    leaks = [p for p in book_checks.chapter_problems(broken_book) if "tagged 'solution'" in p]
+    assert len(leaks) == 3, leaks
+    assert [p.split("cell ")[1].split()[0] for p in leaks] == ["3", "5", "6"]
 
 
 def test_config_keeps_failures_visible():
