@@ -4,9 +4,9 @@
 and checks what they return. Each kernel reads the rewards and log-ratios once, from memory, in
 one fused loop: the running sum of the log-ratios, ``exp``, products and sums all happen while a
 few rows are in the L1 cache. The trajectories are split into chunks of ``rows`` (a multiple of
-4), and the chunks run in parallel on numba's threads (``numba.set_num_threads``). Per-trajectory
-results do not depend on the number of threads, and neither do per-step sums: they are formed
-per chunk and added up in a fixed order by the caller.
+4), and :func:`run` shares the chunks among threads (``numba.set_num_threads`` sets how many).
+Per-trajectory results do not depend on the number of threads, and neither do per-step sums:
+they are formed per chunk and added up in a fixed order by the caller.
 
 ``exp`` is our own (:func:`_exp`): NumPy's and libm's are calls the compiler cannot vectorise;
 this one is plain arithmetic, inlined into the loops, so four of them run at once in AVX2
@@ -25,10 +25,11 @@ explain with a ``ValueError``.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from llvmlite import ir
-from numba import get_num_threads, njit, prange, types
+from numba import get_num_threads, njit, types
 from numba.extending import intrinsic
 
 # fdlibm's split of ln 2: _LN2_HI has 21 trailing zero bits, so k * _LN2_HI is exact for |k| < 2^21.
@@ -169,93 +170,119 @@ def _log_prefix_rows(lr, m, i, g, X, add, top=None):
                     _max_into(top, t, p + add[t])
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def exp_into(x, out):
     """out[t] = exp(x[t]) (:func:`_exp`) for 1-D float64 arrays, compiled as the kernels are
     (for the tests)."""
-    for t in prange(x.shape[0]):
+    for t in range(x.shape[0]):
         out[t] = _exp(x[t])
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
-def returns_and_log_weights(r, lr, m, d, rows, G, lw):
+# --- the kernels: each does the chunks c0 <= c < c1 of ``rows`` trajectories ---------------------
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def returns_and_log_weights(r, lr, m, d, rows, G, lw, c0, c1):
     """G[i] = sum_t d[t] r[i, t] and lw[i] = sum_t lr[i, t] (masked steps count 0)."""
     n, horizon = r.shape
-    for c in prange((n + rows - 1) // rows):
-        for i in range(c * rows, min(n, (c + 1) * rows)):
-            g = 0.0
-            s = 0.0
-            for t in range(horizon):
-                g += d[t] * _at(r, m, i, t)
-                s += _at(lr, m, i, t)
-            G[i] = g
-            lw[i] = s
+    for i in range(c0 * rows, min(n, c1 * rows)):
+        g = 0.0
+        s = 0.0
+        for t in range(horizon):
+            g += d[t] * _at(r, m, i, t)
+            s += _at(lr, m, i, t)
+        G[i] = g
+        lw[i] = s
 
 
-def workers(chunks: int) -> int:
-    """Parallel loops for :func:`per_step_weight_sums`: one per numba thread, at most one per
-    chunk."""
-    return max(1, min(chunks, get_num_threads()))
-
-
-@njit(cache=True, parallel=True, fastmath=_FAST)
-def per_step_weight_sums(r, lr, m, rows, workers, ref, A, B):
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def per_step_weight_sums(r, lr, m, rows, ref, A, B, c0, c1):
     """Per-chunk sums of the prefix weights, scaled by the chunk's per-step maximum.
 
     For chunk c: ref[c, t] = max_i log rho_{i,0:t} over its trajectories, and with
     W_it = exp(log rho_{i,0:t} - ref[c, t]) (``ref`` taken as 0 where it is -inf):
-    B[c, t] = sum_i W_it and A[c, t] = sum_i W_it r[i, t]. The chunks are shared out among
-    ``workers`` parallel loops, each of which allocates a chunk's buffer once (fresh buffers of
-    this size per chunk would come from the operating system, page by page).
+    B[c, t] = sum_i W_it and A[c, t] = sum_i W_it r[i, t]. A chunk's prefix sums wait in a
+    buffer for its maximum; it is allocated once per call (fresh buffers of this size per chunk
+    would come from the operating system, page by page).
     """
     n, horizon = r.shape
-    chunks = (n + rows - 1) // rows
     zero = np.zeros(horizon)
-    for w in prange(workers):
-        P = np.empty(rows * horizon)
-        e = np.empty(horizon)  # not in P: in place, the compiler's overlap check fails
-        shift = np.empty(horizon)
-        for c in range(w * chunks // workers, (w + 1) * chunks // workers):
-            lo = c * rows
-            hi = min(n, lo + rows)
-            top = ref[c]
-            top[:] = -np.inf
-            for i in range(lo, hi, 4):
-                _log_prefix_rows(lr, m, i, min(4, hi - i), P[(i - lo) * horizon :], zero, top)
+    P = np.empty(rows * horizon)
+    e = np.empty(horizon)  # not in P: in place, the compiler's overlap check fails
+    shift = np.empty(horizon)
+    for c in range(c0, c1):
+        lo = c * rows
+        hi = min(n, lo + rows)
+        top = ref[c]
+        top[:] = -np.inf
+        for i in range(lo, hi, 4):
+            _log_prefix_rows(lr, m, i, min(4, hi - i), P[(i - lo) * horizon :], zero, top)
+        for t in range(horizon):
+            shift[t] = 0.0 if top[t] == -np.inf else top[t]
+        a = A[c]
+        b = B[c]
+        a[:] = 0.0
+        b[:] = 0.0
+        for i in range(lo, hi):
+            x = P[(i - lo) * horizon : (i - lo + 1) * horizon]
             for t in range(horizon):
-                shift[t] = 0.0 if top[t] == -np.inf else top[t]
-            a = A[c]
-            b = B[c]
-            a[:] = 0.0
-            b[:] = 0.0
-            for i in range(lo, hi):
-                x = P[(i - lo) * horizon : (i - lo + 1) * horizon]
-                for t in range(horizon):
-                    e[t] = _exp(x[t] - shift[t])
-                for t in range(horizon):
-                    b[t] += e[t]
-                    a[t] += e[t] * _at(r, m, i, t)
+                e[t] = _exp(x[t] - shift[t])
+            for t in range(horizon):
+                b[t] += e[t]
+                a[t] += e[t] * _at(r, m, i, t)
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
-def prefix_weight_dots(r, lr, m, log_scale, rows, terms, r_hat, centre):
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def prefix_weight_dots(r, lr, m, log_scale, rows, terms, r_hat, centre, c0, c1):
     """With W_it = exp(log rho_{i,0:t} + log_scale[t]): terms[i] = sum_t W_it r[i, t], and
     unless ``r_hat`` and ``centre`` are None, centre[i] = sum_t W_it r_hat[t]. (With
     log_scale[t] = t log gamma, terms are those of per-decision importance sampling.)"""
     n, horizon = r.shape
-    for c in prange((n + rows - 1) // rows):
-        X = np.empty(4 * horizon)
-        for i in range(c * rows, min(n, (c + 1) * rows), 4):
-            g = min(4, n - i, (c + 1) * rows - i)
-            _log_prefix_rows(lr, m, i, g, X, log_scale)
-            for j in range(g):
-                s = 0.0
-                q = 0.0
-                for t in range(horizon):
-                    e = _exp(X[j * horizon + t])
-                    s += e * _at(r, m, i + j, t)
-                    if r_hat is not None:
-                        q += e * r_hat[t]
-                terms[i + j] = s
-                if centre is not None:
-                    centre[i + j] = q
+    X = np.empty(4 * horizon)
+    end = min(n, c1 * rows)
+    for i in range(c0 * rows, end, 4):
+        g = min(4, end - i)
+        _log_prefix_rows(lr, m, i, g, X, log_scale)
+        for j in range(g):
+            s = 0.0
+            q = 0.0
+            for t in range(horizon):
+                e = _exp(X[j * horizon + t])
+                s += e * _at(r, m, i + j, t)
+                if r_hat is not None:
+                    q += e * r_hat[t]
+            terms[i + j] = s
+            if centre is not None:
+                centre[i + j] = q
+
+
+def run(kernel, n: int, rows: int, *args) -> None:
+    """``kernel(*args, c0, c1)`` over all chunks of ``rows`` of the ``n`` trajectories, split
+    evenly among ``numba.get_num_threads()`` threads (at most one per chunk).
+
+    Plain Python threads, each running a compiled loop that does not hold the GIL, rather than
+    a numba ``parallel=True`` loop: numba's default thread pool on Linux is GNU OpenMP, which
+    kills a forked child process that uses it (multiprocessing with "fork"), and its built-in
+    alternative kills the process on calls from two threads at once. Threads started per call
+    are safe for both, and cost tens of microseconds.
+    """
+    chunks = -(-n // rows)
+    workers = max(1, min(chunks, get_num_threads()))
+    bounds = [w * chunks // workers for w in range(workers + 1)]
+    errors = []
+
+    def share(lo, hi):
+        try:
+            kernel(*args, lo, hi)
+        except BaseException as err:  # re-raised below, in the caller's thread
+            errors.append(err)
+
+    shares = list(zip(bounds[:-1], bounds[1:], strict=True))
+    threads = [threading.Thread(target=share, args=lohi) for lohi in shares[1:]]
+    for th in threads:
+        th.start()
+    share(*shares[0])  # the first share in this thread
+    for th in threads:
+        th.join()
+    if errors:
+        raise errors[0]

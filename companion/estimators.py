@@ -35,7 +35,7 @@ its final weight in the denominators of later steps.
 Implementation. The four OPE estimators validate their inputs here and run their per-element
 work in compiled loops (numba, ``companion/_kernels.py``) that read each input element once,
 fuse the running sum of log-ratios, ``exp`` and the sums, and split the trajectories into chunks
-that run on numba's threads (``numba.set_num_threads``). Memory use stays at a few MB beyond the
+shared among ``numba.get_num_threads()`` threads (``numba.set_num_threads`` to change it). Memory use stays at a few MB beyond the
 inputs. :func:`weighted_per_decision_is` reads the batch twice (once for the per-step sums, once
 for the per-trajectory terms, recomputing the weights rather than storing them). The results do
 not depend on the number of threads. numba is imported on the first call, which also compiles
@@ -212,7 +212,9 @@ def _returns_and_log_weights(r, lr, gamma, m):
     d, _ = _discounts(gamma, horizon)
     G = np.empty(n)
     lw = np.empty(n)
-    _kernels().returns_and_log_weights(*_contiguous(r, lr, m), d, _chunk_rows(n, horizon), G, lw)
+    kernels = _kernels()
+    rows = _chunk_rows(n, horizon)
+    kernels.run(kernels.returns_and_log_weights, n, rows, *_contiguous(r, lr, m), d, rows, G, lw)
     if not (_ok_log_weight(lw) and np.all(np.isfinite(G))):
         _raise_bad_inputs(r, lr, m)
         if not np.all(np.isfinite(G)):
@@ -485,9 +487,10 @@ def per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimate:
     n, horizon = r.shape
     _, log_d = _discounts(g, horizon)
     terms = np.empty(n)
-    _kernels().prefix_weight_dots(
-        *_contiguous(r, lr, m), log_d, _chunk_rows(n, horizon), terms, None, None
-    )
+    kernels = _kernels()
+    rows = _chunk_rows(n, horizon)
+    kernels.run(kernels.prefix_weight_dots, n, rows, *_contiguous(r, lr, m), log_d, rows, terms,
+                None, None)
     if not np.all(np.isfinite(terms)):
         _raise_bad_inputs(r, lr, m)
         log_w = np.cumsum(_masked_full(lr, m), axis=1) + log_d
@@ -550,7 +553,7 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
     rows = _chunk_rows(n, horizon)
     chunks = -(-n // rows)
     ref_c, A_c, B_c = (np.empty((chunks, horizon)) for _ in range(3))
-    kernels.per_step_weight_sums(*rcm, rows, kernels.workers(chunks), ref_c, A_c, B_c)
+    kernels.run(kernels.per_step_weight_sums, n, rows, *rcm, rows, ref_c, A_c, B_c)
     if not (np.all(np.isfinite(A_c)) and np.all(np.isfinite(B_c))):
         _raise_bad_inputs(r, lr, m)
     ref = ref_c.max(axis=0)
@@ -576,7 +579,7 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
     # Pass 2: per-trajectory terms and delta-method influence values.
     terms = np.empty(n)
     centre = np.empty(n)
-    kernels.prefix_weight_dots(*rcm, log_scale, rows, terms, r_hat, centre)
+    kernels.run(kernels.prefix_weight_dots, n, rows, *rcm, log_scale, rows, terms, r_hat, centre)
     psi = terms - centre
     se = float(np.sqrt(_dot(psi, psi)) / n) if n > 1 else float("nan")
     return Estimate(est, se, n, terms, "weighted_per_decision_is")

@@ -83,17 +83,17 @@ def test_chunked_loops_match_numpy_for_any_row_count(n, rows):
         P = np.cumsum(lr0, axis=1)
 
         terms = np.empty(n)
-        kernels.prefix_weight_dots(r, lr, m, log_d, rows, terms, None, None)
+        kernels.run(kernels.prefix_weight_dots, n, rows, r, lr, m, log_d, rows, terms, None, None)
         np.testing.assert_allclose(terms, (np.exp(P + log_d) * r0).sum(axis=1), rtol=1e-13)
 
         G, lw = np.empty(n), np.empty(n)
-        kernels.returns_and_log_weights(r, lr, m, np.exp(log_d), rows, G, lw)
+        kernels.run(kernels.returns_and_log_weights, n, rows, r, lr, m, np.exp(log_d), rows, G, lw)
         np.testing.assert_allclose(G, r0 @ np.exp(log_d), rtol=1e-13)
         np.testing.assert_allclose(lw, lr0.sum(axis=1), rtol=1e-13, atol=1e-15)
 
         chunks = -(-n // rows)
         ref, A, B = (np.empty((chunks, horizon)) for _ in range(3))
-        kernels.per_step_weight_sums(r, lr, m, rows, min(chunks, 2), ref, A, B)
+        kernels.run(kernels.per_step_weight_sums, n, rows, r, lr, m, rows, ref, A, B)
         for c in range(chunks):
             Pc, rc = P[c * rows : (c + 1) * rows], r0[c * rows : (c + 1) * rows]
             np.testing.assert_array_equal(ref[c], Pc.max(axis=0))
@@ -103,7 +103,7 @@ def test_chunked_loops_match_numpy_for_any_row_count(n, rows):
 
         r_hat = rng.random(horizon)
         centre = np.empty(n)
-        kernels.prefix_weight_dots(r, lr, m, log_d, rows, terms, r_hat, centre)
+        kernels.run(kernels.prefix_weight_dots, n, rows, r, lr, m, log_d, rows, terms, r_hat, centre)
         np.testing.assert_allclose(terms, (np.exp(P + log_d) * r0).sum(axis=1), rtol=1e-13)
         np.testing.assert_allclose(centre, np.exp(P + log_d) @ r_hat, rtol=1e-13)
 
@@ -117,9 +117,51 @@ def test_padding_is_ignored_whatever_it_holds():
     garbage_lr = np.where(mask, lr, np.inf)
     log_d = np.zeros(5)
     clean, dirty = np.empty(9), np.empty(9)
-    kernels.prefix_weight_dots(r, lr, mask, log_d, 4, clean, None, None)
-    kernels.prefix_weight_dots(garbage_r, garbage_lr, mask, log_d, 4, dirty, None, None)
+    kernels.run(kernels.prefix_weight_dots, 9, 4, r, lr, mask, log_d, 4, clean, None, None)
+    kernels.run(kernels.prefix_weight_dots, 9, 4, garbage_r, garbage_lr, mask, log_d, 4, dirty,
+                None, None)
     np.testing.assert_array_equal(clean, dirty)
     # and without the mask, the garbage shows: the caller sees non-finite terms and explains
-    kernels.prefix_weight_dots(garbage_r, garbage_lr, None, log_d, 4, dirty, None, None)
+    kernels.run(kernels.prefix_weight_dots, 9, 4, garbage_r, garbage_lr, None, log_d, 4, dirty,
+                None, None)
     assert not np.all(np.isfinite(dirty))
+
+
+def test_estimators_survive_fork_and_concurrent_threads():
+    """A forked child (multiprocessing's default start method on Linux) can use the estimators
+    after its parent did, and several threads can call them at once: numba's own thread pools
+    fail one or the other (GNU OpenMP kills the forked child; its work queue kills the process
+    on concurrent calls), so the loops run on threads of our own."""
+    code = """if True:
+        import os, threading, numpy as np
+        from companion.estimators import per_decision_is, weighted_per_decision_is
+        r, lr = np.ones((3000, 50)), np.zeros((3000, 50))
+        assert weighted_per_decision_is(r, lr).estimate == 50.0
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if weighted_per_decision_is(r, lr).estimate == 50.0 else 3)
+        assert os.waitpid(pid, 0)[1] == 0, "forked child failed"
+        out = []
+        def work():
+            out.extend(per_decision_is(r, lr).estimate for _ in range(20))
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        assert out == [50.0] * 80
+    """
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_an_error_in_any_thread_reaches_the_caller(monkeypatch):
+    monkeypatch.setattr(kernels, "get_num_threads", lambda: 3)
+    seen = []
+
+    def kernel(c0, c1):
+        seen.append((c0, c1))
+        if c0 == 4:  # the third share, run on a worker thread
+            raise RuntimeError("chunk 4")
+
+    with pytest.raises(RuntimeError, match="chunk 4"):
+        kernels.run(kernel, 24, 4)  # 6 chunks in 3 shares: (0, 2), (2, 4), (4, 6)
+    assert sorted(seen) == [(0, 2), (2, 4), (4, 6)]
