@@ -6,6 +6,7 @@ so that the tests can run them both on this repository and on a deliberately bro
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -27,9 +28,14 @@ def toc_problems(root: Path) -> list[str]:
 
 
 def output_problems(root: Path) -> list[str]:
-    """Notebooks under ``book/`` that carry outputs, execution counts or widget state."""
+    """Notebooks under ``book/`` that carry outputs, execution counts or widget state, or have
+    cells without an id (nbformat 4.5 requires one; nbformat's reader adds them, with a warning
+    now and an error in future versions, so the raw file is checked)."""
     problems = []
     for path in sorted((root / "book").glob("*.ipynb")):
+        raw = json.loads(path.read_text())
+        problems += [f"{path.name}: cell {i} has no id"
+                     for i, cell in enumerate(raw["cells"]) if "id" not in cell]
         nb = nbformat.read(path, as_version=4)
         for i, cell in enumerate(nb.cells):
             if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -59,6 +60,15 @@ def test_checks_catch_a_toc_entry_without_a_file(broken_book):
     toc["parts"][0]["chapters"].append({"file": "book/does_not_exist"})
     (broken_book / "_toc.yml").write_text(yaml.safe_dump(toc))
     assert any("does_not_exist" in p for p in book_checks.toc_problems(broken_book))
+
+
+@pytest.mark.filterwarnings("ignore:Cell is missing an id field")  # nbformat's, for this file
+def test_checks_catch_a_cell_without_an_id(broken_book):
+    path = broken_book / "book" / "01_core_idea.ipynb"
+    raw = json.loads(path.read_text())
+    del raw["cells"][3]["id"]
+    path.write_text(json.dumps(raw, indent=1))
+    assert book_checks.output_problems(broken_book) == ["01_core_idea.ipynb: cell 3 has no id"]
 
 
 def test_checks_catch_a_notebook_with_outputs(broken_book):
