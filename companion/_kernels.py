@@ -178,11 +178,12 @@ def exp_into(x, out):
         out[t] = _exp(x[t])
 
 
-# --- the kernels: each does the chunks c0 <= c < c1 of ``rows`` trajectories ---------------------
+# --- the kernels: kernel(r, lr, m, rows, *outputs_and_parameters, c0, c1) does the chunks
+# c0 <= c < c1 of ``rows`` trajectories each ------------------------------------------------------
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
-def returns_and_log_weights(r, lr, m, d, rows, G, lw, c0, c1):
+def returns_and_log_weights(r, lr, m, rows, d, G, lw, c0, c1):
     """G[i] = sum_t d[t] r[i, t] and lw[i] = sum_t lr[i, t] (masked steps count 0)."""
     n, horizon = r.shape
     for i in range(c0 * rows, min(n, c1 * rows)):
@@ -233,7 +234,7 @@ def per_step_weight_sums(r, lr, m, rows, ref, A, B, c0, c1):
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
-def prefix_weight_dots(r, lr, m, log_scale, rows, terms, r_hat, centre, c0, c1):
+def prefix_weight_dots(r, lr, m, rows, log_scale, terms, r_hat, centre, c0, c1):
     """With W_it = exp(log rho_{i,0:t} + log_scale[t]): terms[i] = sum_t W_it r[i, t], and
     unless ``r_hat`` and ``centre`` are None, centre[i] = sum_t W_it r_hat[t]. (With
     log_scale[t] = t log gamma, terms are those of per-decision importance sampling.)"""
@@ -256,8 +257,8 @@ def prefix_weight_dots(r, lr, m, log_scale, rows, terms, r_hat, centre, c0, c1):
                 centre[i + j] = q
 
 
-def run(kernel, n: int, rows: int, *args) -> None:
-    """``kernel(*args, c0, c1)`` over all chunks of ``rows`` of the ``n`` trajectories, split
+def run(kernel, r, lr, m, rows: int, *args) -> None:
+    """``kernel(r, lr, m, rows, *args, c0, c1)`` over all chunks of ``rows`` trajectories, split
     evenly among ``numba.get_num_threads()`` threads (at most one per chunk).
 
     Plain Python threads, each running a compiled loop that does not hold the GIL, rather than
@@ -266,14 +267,14 @@ def run(kernel, n: int, rows: int, *args) -> None:
     alternative kills the process on calls from two threads at once. Threads started per call
     are safe for both, and cost tens of microseconds.
     """
-    chunks = -(-n // rows)
+    chunks = -(-r.shape[0] // rows)
     workers = max(1, min(chunks, get_num_threads()))
     bounds = [w * chunks // workers for w in range(workers + 1)]
     errors = []
 
     def share(lo, hi):
         try:
-            kernel(*args, lo, hi)
+            kernel(r, lr, m, rows, *args, lo, hi)
         except BaseException as err:  # re-raised below, in the caller's thread
             errors.append(err)
 

@@ -154,11 +154,12 @@ def _weights_from(w, log: bool, name: str = "w") -> tuple[np.ndarray, float]:
 
 
 def _prepare(rewards, log_ratios, gamma, mask):
-    r = as_float_array(rewards, "rewards", ndim=2)
-    lr = as_float_array(log_ratios, "log_ratios", ndim=2)
+    """Validated inputs, C-contiguous as the compiled loops want them (copied only if not)."""
+    r = np.ascontiguousarray(as_float_array(rewards, "rewards", ndim=2))
+    lr = np.ascontiguousarray(as_float_array(log_ratios, "log_ratios", ndim=2))
     check_same_shape(r, "rewards", lr, "log_ratios")
     g = _check_gamma(gamma)
-    m = None if mask is None else check_mask(mask, r.shape)
+    m = None if mask is None else np.ascontiguousarray(check_mask(mask, r.shape))
     return r, lr, g, m
 
 
@@ -175,10 +176,11 @@ def _chunk_rows(n: int, horizon: int) -> int:
     return rows + (-rows % 4)
 
 
-def _contiguous(r, lr, m):
-    """C-contiguous inputs for the kernels (no copy when they already are)."""
-    return (np.ascontiguousarray(r), np.ascontiguousarray(lr),
-            None if m is None else np.ascontiguousarray(m))
+def _run_kernel(name: str, r, lr, m, *args) -> None:
+    """Run the compiled loop ``name`` of :mod:`companion._kernels` on inputs from
+    :func:`_prepare`, in chunks of :func:`_chunk_rows` trajectories shared among threads."""
+    kernels = _kernels()
+    kernels.run(getattr(kernels, name), r, lr, m, _chunk_rows(*r.shape), *args)
 
 
 def _masked_full(x, m):
@@ -212,9 +214,7 @@ def _returns_and_log_weights(r, lr, gamma, m):
     d, _ = _discounts(gamma, horizon)
     G = np.empty(n)
     lw = np.empty(n)
-    kernels = _kernels()
-    rows = _chunk_rows(n, horizon)
-    kernels.run(kernels.returns_and_log_weights, n, rows, *_contiguous(r, lr, m), d, rows, G, lw)
+    _run_kernel("returns_and_log_weights", r, lr, m, d, G, lw)
     if not (_ok_log_weight(lw) and np.all(np.isfinite(G))):
         _raise_bad_inputs(r, lr, m)
         if not np.all(np.isfinite(G)):
@@ -487,10 +487,7 @@ def per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimate:
     n, horizon = r.shape
     _, log_d = _discounts(g, horizon)
     terms = np.empty(n)
-    kernels = _kernels()
-    rows = _chunk_rows(n, horizon)
-    kernels.run(kernels.prefix_weight_dots, n, rows, *_contiguous(r, lr, m), log_d, rows, terms,
-                None, None)
+    _run_kernel("prefix_weight_dots", r, lr, m, log_d, terms, None, None)
     if not np.all(np.isfinite(terms)):
         _raise_bad_inputs(r, lr, m)
         log_w = np.cumsum(_masked_full(lr, m), axis=1) + log_d
@@ -548,12 +545,9 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
     # W_it = exp(log rho_{0:t} - ref_ct); then rescaled to the overall maximum ref_t and added.
     # Pass 2 recomputes the weights instead of storing them: reading the input again costs less
     # than writing and re-reading an array of its size.
-    kernels = _kernels()
-    rcm = _contiguous(r, lr, m)
-    rows = _chunk_rows(n, horizon)
-    chunks = -(-n // rows)
+    chunks = -(-n // _chunk_rows(n, horizon))
     ref_c, A_c, B_c = (np.empty((chunks, horizon)) for _ in range(3))
-    kernels.run(kernels.per_step_weight_sums, n, rows, *rcm, rows, ref_c, A_c, B_c)
+    _run_kernel("per_step_weight_sums", r, lr, m, ref_c, A_c, B_c)
     if not (np.all(np.isfinite(A_c)) and np.all(np.isfinite(B_c))):
         _raise_bad_inputs(r, lr, m)
     ref = ref_c.max(axis=0)
@@ -579,7 +573,7 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
     # Pass 2: per-trajectory terms and delta-method influence values.
     terms = np.empty(n)
     centre = np.empty(n)
-    kernels.run(kernels.prefix_weight_dots, n, rows, *rcm, log_scale, rows, terms, r_hat, centre)
+    _run_kernel("prefix_weight_dots", r, lr, m, log_scale, terms, r_hat, centre)
     psi = terms - centre
     se = float(np.sqrt(_dot(psi, psi)) / n) if n > 1 else float("nan")
     return Estimate(est, se, n, terms, "weighted_per_decision_is")

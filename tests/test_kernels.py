@@ -83,17 +83,17 @@ def test_chunked_loops_match_numpy_for_any_row_count(n, rows):
         P = np.cumsum(lr0, axis=1)
 
         terms = np.empty(n)
-        kernels.run(kernels.prefix_weight_dots, n, rows, r, lr, m, log_d, rows, terms, None, None)
+        kernels.run(kernels.prefix_weight_dots, r, lr, m, rows, log_d, terms, None, None)
         np.testing.assert_allclose(terms, (np.exp(P + log_d) * r0).sum(axis=1), rtol=1e-13)
 
         G, lw = np.empty(n), np.empty(n)
-        kernels.run(kernels.returns_and_log_weights, n, rows, r, lr, m, np.exp(log_d), rows, G, lw)
+        kernels.run(kernels.returns_and_log_weights, r, lr, m, rows, np.exp(log_d), G, lw)
         np.testing.assert_allclose(G, r0 @ np.exp(log_d), rtol=1e-13)
         np.testing.assert_allclose(lw, lr0.sum(axis=1), rtol=1e-13, atol=1e-15)
 
         chunks = -(-n // rows)
         ref, A, B = (np.empty((chunks, horizon)) for _ in range(3))
-        kernels.run(kernels.per_step_weight_sums, n, rows, r, lr, m, rows, ref, A, B)
+        kernels.run(kernels.per_step_weight_sums, r, lr, m, rows, ref, A, B)
         for c in range(chunks):
             Pc, rc = P[c * rows : (c + 1) * rows], r0[c * rows : (c + 1) * rows]
             np.testing.assert_array_equal(ref[c], Pc.max(axis=0))
@@ -103,7 +103,7 @@ def test_chunked_loops_match_numpy_for_any_row_count(n, rows):
 
         r_hat = rng.random(horizon)
         centre = np.empty(n)
-        kernels.run(kernels.prefix_weight_dots, n, rows, r, lr, m, log_d, rows, terms, r_hat, centre)
+        kernels.run(kernels.prefix_weight_dots, r, lr, m, rows, log_d, terms, r_hat, centre)
         np.testing.assert_allclose(terms, (np.exp(P + log_d) * r0).sum(axis=1), rtol=1e-13)
         np.testing.assert_allclose(centre, np.exp(P + log_d) @ r_hat, rtol=1e-13)
 
@@ -117,13 +117,11 @@ def test_padding_is_ignored_whatever_it_holds():
     garbage_lr = np.where(mask, lr, np.inf)
     log_d = np.zeros(5)
     clean, dirty = np.empty(9), np.empty(9)
-    kernels.run(kernels.prefix_weight_dots, 9, 4, r, lr, mask, log_d, 4, clean, None, None)
-    kernels.run(kernels.prefix_weight_dots, 9, 4, garbage_r, garbage_lr, mask, log_d, 4, dirty,
-                None, None)
+    kernels.run(kernels.prefix_weight_dots, r, lr, mask, 4, log_d, clean, None, None)
+    kernels.run(kernels.prefix_weight_dots, garbage_r, garbage_lr, mask, 4, log_d, dirty, None, None)
     np.testing.assert_array_equal(clean, dirty)
     # and without the mask, the garbage shows: the caller sees non-finite terms and explains
-    kernels.run(kernels.prefix_weight_dots, 9, 4, garbage_r, garbage_lr, None, log_d, 4, dirty,
-                None, None)
+    kernels.run(kernels.prefix_weight_dots, garbage_r, garbage_lr, None, 4, log_d, dirty, None, None)
     assert not np.all(np.isfinite(dirty))
 
 
@@ -157,11 +155,12 @@ def test_an_error_in_any_thread_reaches_the_caller(monkeypatch):
     monkeypatch.setattr(kernels, "get_num_threads", lambda: 3)
     seen = []
 
-    def kernel(c0, c1):
+    def kernel(r, lr, m, rows, c0, c1):
         seen.append((c0, c1))
         if c0 == 4:  # the third share, run on a worker thread
             raise RuntimeError("chunk 4")
 
+    r = np.zeros((24, 1))
     with pytest.raises(RuntimeError, match="chunk 4"):
-        kernels.run(kernel, 24, 4)  # 6 chunks in 3 shares: (0, 2), (2, 4), (4, 6)
+        kernels.run(kernel, r, r, None, 4)  # 6 chunks in 3 shares: (0, 2), (2, 4), (4, 6)
     assert sorted(seen) == [(0, 2), (2, 4), (4, 6)]
