@@ -19,8 +19,8 @@ Usage::
 Memory: the two input arrays (2 * N * T * 8 bytes = 320 MB at the defaults) plus a few MB;
 the estimators work on cache-sized chunks of trajectories. Their compiled loops
 (``companion._kernels``) run on ``numba.get_num_threads()`` threads, by default one per CPU
-(``--threads`` to change it); the floor is NumPy's single-threaded sum. The first call of each estimator, which
-compiles the loops or loads them from numba's cache, is not timed.
+(``--threads`` to change it); the floor is NumPy's single-threaded sum. The first call of each
+estimator, which compiles the loops or loads them from numba's cache, is not timed.
 """
 
 from __future__ import annotations
@@ -138,7 +138,8 @@ def main(argv=None):
     parser.add_argument("--loop-n", type=int, default=2_000, help="trajectories for the loop")
     parser.add_argument("--gamma", type=float, default=0.99)
     parser.add_argument("--repeat", type=int, default=7, help="best of this many rounds")
-    parser.add_argument("--threads", type=int, default=None, help="threads, via numba.set_num_threads (default: one per CPU)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads, via numba.set_num_threads (default: one per CPU)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.threads is not None:

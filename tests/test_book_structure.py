@@ -62,7 +62,6 @@ def test_checks_catch_a_toc_entry_without_a_file(broken_book):
     assert any("does_not_exist" in p for p in book_checks.toc_problems(broken_book))
 
 
-@pytest.mark.filterwarnings("ignore:Cell is missing an id field")  # nbformat's, for this file
 def test_checks_catch_a_cell_without_an_id(broken_book):
     path = broken_book / "book" / "01_core_idea.ipynb"
     raw = json.loads(path.read_text())

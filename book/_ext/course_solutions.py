@@ -8,8 +8,8 @@ HTML writer then fails on that end node ("unknown node type: solution_end_node")
 With ``course_hide_solutions = True`` this transform runs after sphinx-exercise has merged
 each gated solution into one node, and removes every solution node: prose, code, outputs and
 figures. It also removes code cells tagged ``solution`` (cell metadata ``"tags": ["solution"]``):
-cells outside a solution block that check the numbers a solution quotes. The exercises stay. ``make book-nosolutions`` sets the option
-(scripts/nosolutions_config.py).
+cells outside a solution block that check the numbers a solution quotes. The exercises stay.
+``make book-nosolutions`` sets the option (scripts/nosolutions_config.py).
 """
 
 from __future__ import annotations
