@@ -25,6 +25,7 @@ _MODULES = (
     "blackjack",
     "weighted",
     "traces",
+    "notebook",
 )
 _TORCH_MODULES = ("rl", "ppo", "trpo")
 

@@ -293,7 +293,7 @@ def bandit_gradient_exact(bandit, logits):
     >>> bandit_gradient_exact(bandit, [0.0, 0.0])
     array([-0.25,  0.25])
 
-    See chapter 2, eq. (eq-02-bandit-gradient).
+    See chapter 2, eq. (eq-why-bandit-gradient).
     """
     theta = _check_logits(logits, bandit.n_arms)
     pi = bandit_policy(theta)
@@ -419,7 +419,7 @@ def bandit_gradient(batch, logits, correction="ratio"):
     >>> bool(np.all(np.abs(g.estimate - bandit_gradient_exact(bandit, [0.0, 0.0])) < 4 * g.stderr))
     True
 
-    See chapter 2, eq. (eq-02-reweighted).
+    See chapter 2, eq. (eq-why-reweighted).
     """
     if correction not in _CORRECTIONS:
         raise ValueError(f"correction: must be one of {_CORRECTIONS}, got {correction!r}")

@@ -637,7 +637,7 @@ def doubly_robust(rewards, log_ratios, q_hat, v_hat, gamma=1.0, mask=None) -> Es
     >>> e.terms.tolist(), e.estimate     # (0 + 1) + (0 + 2) and (-0.5 + 1) + (0 + 0.5)
     ([3.0, 1.0], 2.0)
 
-    See chapter 9 (the doubly robust estimator), eq. (eq-09-dr).
+    See chapter 9 (the doubly robust estimator), eq. (eq-onoff-dr).
     """
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
     q = as_float_array(q_hat, "q_hat", ndim=2)

@@ -252,7 +252,7 @@ def retrace_targets(rewards, q_taken, v_next, log_ratios, gamma, lam=1.0, c_bar=
     >>> retrace_targets(r, q, v, lr, gamma=1.0).round(3)   # 1 + 1 * (1 + 0.5 * 1)
     array([[2.5, 1.5, 1. ]])
 
-    See chapter 9 (Retrace), eq. (eq-09-retrace).
+    See chapter 9 (Retrace), eq. (eq-onoff-retrace).
     """
     g = _check_gamma(gamma)
     lam_ = _check_lam(lam)
@@ -343,7 +343,7 @@ def vtrace_targets(rewards, values, next_values, log_ratios, gamma, rho_bar=1.0,
     >>> out.vs.round(3)                     # v_0 = 1 * 1 + 1 * (0.5 * 1), v_1 = 0.5 * 1
     array([[1.5, 0.5]])
 
-    See chapter 9 (V-trace), eq. (eq-09-vtrace).
+    See chapter 9 (V-trace), eq. (eq-onoff-vtrace).
     """
     g = _check_gamma(gamma)
     lam_ = _check_lam(lam)
@@ -422,7 +422,7 @@ def nstep_targets(rewards, v_next, n_step, gamma, mask=None) -> np.ndarray:
     >>> nstep_targets(r, v, n_step=2, gamma=0.5)   # 1 + 0.5*2 + 0.25*20, 2 + 0.5*3 + 0.25*30, 3 + 0.5*30
     array([[ 7., 11., 18.]])
 
-    See chapter 9 (experience replay), eq. (eq-09-nstep).
+    See chapter 9 (experience replay), eq. (eq-onoff-nstep).
     """
     g = _check_gamma(gamma)
     n = _check_n_step(n_step)
@@ -531,7 +531,7 @@ def trace_operator(mdp, q, pi, mu, traces) -> np.ndarray:
     >>> bool(np.allclose(trace_operator(mdp, q_pi, pi, pi, c), q_pi))   # Q^pi is fixed
     True
 
-    See chapter 9 (Retrace), eq. (eq-09-retrace-operator).
+    See chapter 9 (Retrace), eq. (eq-onoff-retrace-operator).
     """
     mdp = _check_mdp(mdp)
     S, A = mdp.n_states, mdp.n_actions
@@ -603,7 +603,7 @@ def retrace_operator(mdp, q, pi, mu, lam=1.0, c_bar=1.0) -> np.ndarray:
     >>> float(np.abs(q - q_values(mdp, pi)).max()) < 1e-10
     True
 
-    See chapter 9 (Retrace), eq. (eq-09-retrace-operator).
+    See chapter 9 (Retrace), eq. (eq-onoff-retrace-operator).
     """
     mdp = _check_mdp(mdp)
     lam_ = _check_lam(lam)
@@ -648,7 +648,7 @@ def vtrace_policy(pi, mu, rho_bar=1.0) -> np.ndarray:
     >>> vtrace_policy([0.9, 0.1], [0.5, 0.5], rho_bar=1.0)   # min(0.5, 0.9), min(0.5, 0.1)
     array([0.83333333, 0.16666667])
 
-    See chapter 9 (V-trace), eq. (eq-09-vtrace-policy).
+    See chapter 9 (V-trace), eq. (eq-onoff-vtrace-policy).
     """
     p = _finite_array(pi, "pi")
     m = _finite_array(mu, "mu")
@@ -712,7 +712,7 @@ def vtrace_operator(mdp, v, pi, mu, rho_bar=1.0, c_bar=1.0, lam=1.0) -> np.ndarr
     >>> bool(np.allclose(v, state_values(mdp, vtrace_policy(pi, mu, 1.0))))
     True
 
-    See chapter 9 (V-trace), eq. (eq-09-vtrace-operator).
+    See chapter 9 (V-trace), eq. (eq-onoff-vtrace-operator).
     """
     mdp = _check_mdp(mdp)
     S = mdp.n_states
@@ -782,7 +782,7 @@ def nstep_fixed_point(mdp, pi, mu, n_step) -> np.ndarray:
     >>> bool(np.allclose(nstep_fixed_point(mdp, pi, mu, 1), q_values(mdp, pi)))
     True
 
-    See chapter 9 (experience replay), eq. (eq-09-nstep-fixed-point).
+    See chapter 9 (experience replay), eq. (eq-onoff-nstep-fixed-point).
     """
     mdp = _check_mdp(mdp)
     S, A = mdp.n_states, mdp.n_actions

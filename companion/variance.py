@@ -91,7 +91,7 @@ def chi_square_divergence(pi, mu):
     >>> chi_square_divergence([[0.5, 0.5], [0.9, 0.1]], [[0.5, 0.5], [0.5, 0.5]]).round(4)
     array([0.  , 0.64])
 
-    See chapter 4 (the variance problem), eq. (eq-04-chi2).
+    See chapter 4 (the variance problem), eq. (eq-var-chi2).
     """
     p = _finite_array(pi, "pi")
     m = _finite_array(mu, "mu")
@@ -159,7 +159,7 @@ def log_weight_moment(mdp, pi, mu, horizon, order=2, *, per_horizon=False):
     >>> round(float(np.exp(log_weight_moment(one_state, pi, mu, horizon=100))), 2)  # 1.04^100
     50.5
 
-    See chapter 4 (the variance problem), eq. (eq-04-second-moment).
+    See chapter 4 (the variance problem), eq. (eq-var-second-moment).
     """
     if not isinstance(mdp, TabularMDP):
         raise ValueError(f"mdp must be a companion.mdp.TabularMDP, got {type(mdp).__name__}")
@@ -248,7 +248,7 @@ def population_ess_fraction(mdp, pi, mu, horizon, n=None):
     >>> round(frac, 4), round(se, 3)   # 1 / 1.04^20
     (0.4564, 0.039)
 
-    See chapter 4 (the variance problem), eq. (eq-04-ess).
+    See chapter 4 (the variance problem), eq. (eq-var-ess).
     """
     log_m2 = log_weight_moment(mdp, pi, mu, horizon, order=2)
     fraction = float(np.exp(-log_m2))
@@ -324,7 +324,7 @@ def single_step_is(rewards, log_ratios, advantages, gamma=1.0, mask=None) -> Est
     >>> e.terms.tolist(), e.estimate
     ([1.5, 1.25], 1.375)
 
-    See chapter 5 (per-step weights), eq. (eq-05-single-step).
+    See chapter 5 (per-step weights), eq. (eq-perstep-single-step).
     """
     r = as_float_array(rewards, "rewards", ndim=2)
     lr = as_float_array(log_ratios, "log_ratios", ndim=2)

@@ -275,7 +275,7 @@ def weighted_is_exact(f, p, q, n) -> ExactMoments:
     >>> round(m.mean, 6), round(m.bias, 6)  # one draw: the estimate is f(x_1), mean E_q[f]
     (0.2, -0.3)
 
-    See chapter 8 (weighted importance sampling), eq. (eq-08-bias).
+    See chapter 8 (weighted importance sampling), eq. (eq-wis-bias).
     """
     fv, pv, qv = _check_finite_problem(f, p, q)
     if isinstance(n, bool) or int(n) != n or n < 1:
@@ -333,7 +333,7 @@ def weighted_is_bias_limit(f, p, q) -> float:
     >>> round(weighted_is_bias_limit([0.0, 1.0], [0.5, 0.5], [0.8, 0.2]), 6)
     -0.46875
 
-    See chapter 8 (weighted importance sampling), eq. (eq-08-bias).
+    See chapter 8 (weighted importance sampling), eq. (eq-wis-bias).
     """
     fv, pv, qv = _check_finite_problem(f, p, q)
     keep = qv > 0
@@ -535,7 +535,7 @@ def one_state_second_moment(max_left_stays):
     >>> one_state_second_moment([0, 1, 2]).round(4).tolist()  # 0.2, 0.2 + 0.36, + 0.648
     [0.2, 0.56, 1.208]
 
-    See chapter 8 (infinite variance), eq. (eq-08-second-moment).
+    See chapter 8 (infinite variance), eq. (eq-wis-second-moment).
     """
     k = np.asarray(max_left_stays)
     if not np.issubdtype(k.dtype, np.integer) or (k < 0).any():

@@ -13,7 +13,14 @@ from pathlib import Path
 import nbformat
 from toc import toc_files
 
-CHAPTER_NAME = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
+#: A chapter's file is named after its topic; its number comes from its place in _toc.yml.
+CHAPTER_NAME = re.compile(r"^[a-z][a-z0-9_]*\.ipynb$")
+#: Where a chapter defines a label: a display equation's ``$$ (eq-...)``, an exercise's
+#: ``:label:``, a section target ``(sec-...)=`` and a figure's ``mystnb.figure.name``.
+_LABEL_DEFINITIONS = (re.compile(r"\$\$\s*\(([\w-]+)\)\s*$", re.M),
+                      re.compile(r"^:label:\s*([\w-]+)", re.M),
+                      re.compile(r"^\(([\w-]+)\)=", re.M))
+_LABEL = re.compile(r"^(eq|fig|ex|sec|tab)-([a-z0-9]+)-[a-z0-9-]+$")
 
 
 def toc_problems(root: Path) -> list[str]:
@@ -48,20 +55,32 @@ def output_problems(root: Path) -> list[str]:
 def chapter_problems(root: Path) -> list[str]:
     """Chapter notebooks that break the course's layout rules.
 
-    A chapter is named ``NN_short_name.ipynb`` with NN its position among the TOC's notebooks, runs on
-    the ``python3`` kernel, applies the course's plotting style, imports ``companion``, and ends with
+    A chapter is named after its topic (``per_step_weights.ipynb``; the book numbers chapters by
+    their place in ``_toc.yml``, so inserting one renames nothing), labels everything it defines
+    ``kind-prefix-name`` with one prefix of its own (``eq-perstep-pdis``), runs on the ``python3``
+    kernel, starts with the set-up cell (``scripts/colab_cell.py``), applies the course's plotting style, imports ``companion``, and ends with
     at least three labelled exercises, each with a solution in a dropdown. A code cell outside the
     solutions that checks the numbers a solution quotes carries the cell tag ``solution``, so
     that the edition without solutions drops it.
     """
     problems = []
     notebooks = [p for p in toc_files(root) if p.suffix == ".ipynb"]
-    for number, path in enumerate(notebooks, start=1):
+    prefixes: dict[str, str] = {}
+    for path in notebooks:
         name = path.name
-        match = CHAPTER_NAME.match(name)
-        if not match or int(match.group(1)) != number:
-            problems.append(f"{name}: expected a name like {number:02d}_short_name.ipynb")
+        if not CHAPTER_NAME.match(name):
+            problems.append(f"{name}: expected a topic name like per_step_weights.ipynb "
+                            "(no number: the TOC numbers the chapters)")
         nb = nbformat.read(path, as_version=4)
+        for prefix in sorted(_label_prefixes(nb, name, problems)):
+            if prefix in prefixes:
+                problems.append(f"{name}: label prefix {prefix!r} is already used by "
+                                f"{prefixes[prefix]}")
+            prefixes[prefix] = name
+        first_code = next((c for c in nb.cells if c.cell_type == "code"), None)
+        if first_code is None or not first_code.source.startswith("# Set-up for Colab"):
+            problems.append(f"{name}: the first code cell must be the set-up cell "
+                            "(run `make sync-repo-url`)")
         if nb.metadata.get("kernelspec", {}).get("name") != "python3":
             problems.append(f"{name}: kernelspec must be python3")
         code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
@@ -86,9 +105,28 @@ def chapter_problems(root: Path) -> list[str]:
     return problems
 
 
-#: An assert whose comment points at an exercise or its solution: "(exercise)", "ex-03-count",
+def _label_prefixes(nb, name: str, problems: list[str]) -> set[str]:
+    """The prefixes of the labels a chapter defines; a chapter should have exactly one."""
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    labels = [m for pattern in _LABEL_DEFINITIONS for m in pattern.findall(text)]
+    labels += [c.metadata["mystnb"]["figure"]["name"] for c in nb.cells
+               if "name" in c.metadata.get("mystnb", {}).get("figure", {})]
+    prefixes = set()
+    for label in labels:
+        match = _LABEL.match(label)
+        if match is None:
+            problems.append(f"{name}: label {label!r} is not of the form kind-prefix-name "
+                            "(kind one of eq, fig, ex, sec, tab)")
+        else:
+            prefixes.add(match.group(2))
+    if len(prefixes) > 1:
+        problems.append(f"{name}: labels use several prefixes {sorted(prefixes)}; use one")
+    return prefixes
+
+
+#: An assert whose comment points at an exercise or its solution: "(exercise)", "ex-traj-count",
 #: "solution of ...".
-_EXERCISE_ASSERT = re.compile(r"^\s*assert\b.*#.*(\bexercise\b|\bex-\d\d-|\bsolution\b)", re.M)
+_EXERCISE_ASSERT = re.compile(r"^\s*assert\b.*#.*(\bexercise\b|\bex-[a-z0-9]+-|\bsolution\b)", re.M)
 
 
 def _untagged_solution_checks(nb) -> list[str]:

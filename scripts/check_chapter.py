@@ -1,6 +1,6 @@
 """Build one or more chapters alone, with the book's configuration and -W -n, to check their MyST.
 
-    python scripts/check_chapter.py book/04_variance.ipynb [more notebooks...]
+    python scripts/check_chapter.py book/variance_problem.ipynb [more notebooks...]
 
 The chapters are built in a temporary book with the preface, notation, API and bibliography pages;
 every other chapter of the course is stood in for by a one-line page, so that links between chapters
@@ -15,12 +15,11 @@ import sys
 from pathlib import Path
 
 import yaml
+from toc import toc_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAPTERS = [
-    "01_core_idea", "02_why_rl", "03_trajectory_weights", "04_variance", "05_per_step_weights",
-    "06_ppo", "07_trpo", "08_weighted_is", "09_on_off_policy",
-]
+#: The chapters of the course, in reading order, as _toc.yml lists them.
+CHAPTERS = [path.stem for path in toc_notebooks(ROOT)]
 
 
 def main(notebooks: list[str]) -> int:
@@ -29,7 +28,8 @@ def main(notebooks: list[str]) -> int:
     shutil.rmtree(out, ignore_errors=True)
     (out / "book").mkdir(parents=True)
     shutil.copy(ROOT / "_config.yml", out / "_config.yml")
-    for page in ("intro.md", "notation.md", "api.md", "bibliography.md", "references.bib"):
+    for page in ("intro.md", "notation.md", "instructors.md", "api.md", "bibliography.md",
+                 "references.bib"):
         shutil.copy(ROOT / "book" / page, out / "book" / page)
     for folder in ("_ext", "images"):
         shutil.copytree(ROOT / "book" / folder, out / "book" / folder)
@@ -45,7 +45,8 @@ def main(notebooks: list[str]) -> int:
             {"caption": "Front", "chapters": [{"file": "book/notation"}]},
             {"caption": "Chapters", "numbered": True,
              "chapters": [{"file": f"book/{name}"} for name in CHAPTERS]},
-            {"caption": "Back", "chapters": [{"file": "book/api"}, {"file": "book/bibliography"}]},
+            {"caption": "Back", "chapters": [{"file": "book/instructors"}, {"file": "book/api"},
+                                            {"file": "book/bibliography"}]},
         ],
     }
     (out / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))

@@ -4,8 +4,11 @@ It appears in the set-up cell at the top of every chapter notebook and in the au
 requirements (``assignments/requirements-autograder.txt``).
 
 The repository URL lives in one place, ``repository.url`` in ``_config.yml``. Every chapter notebook
-starts with a code cell, hidden in the HTML (tag ``remove-cell``), that installs the companion and its
-pinned dependencies when they are missing (on Colab, say) and does nothing where they are installed.
+starts with a code cell, hidden in the HTML (tag ``remove-cell``), that installs the companion with
+the version ranges of its ``pyproject.toml`` when it is missing (on Colab, say), keeps an installed
+torch and numpy, and does nothing where the companion is installed. The environment variable
+``COMPANION_SOURCE`` points the cell at another source (tests/test_fresh_environment.py installs a
+freshly built wheel that way).
 
     python scripts/colab_cell.py --check   # exit 1 if any notebook's cell is missing or stale
     python scripts/colab_cell.py --write   # insert or rewrite the cell in every notebook under book/
@@ -22,22 +25,27 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TAG = "remove-cell"
-MARKER = "# Set-up for Colab and other fresh environments"
+MARKER = "# Set-up for Colab"
 
 TEMPLATE = '''\
-# Set-up for Colab and other fresh environments: installs the course's `companion` package with its
-# pinned dependencies when it is missing, and does nothing where it is already installed.
+# Set-up for Colab, Binder and other fresh environments: installs the course's `companion` package
+# with the version ranges it needs when it is missing, and does nothing where it is installed.
+# An installed torch or numpy is kept as it is; without torch, the small CPU build is installed.
+# COMPANION_SOURCE, if set, names what to install instead (a wheel or a folder, say).
 import importlib.util
+import os
 import subprocess
 import sys
+from importlib.metadata import version
 
 if importlib.util.find_spec("companion") is None:
-    REPO = "{url}"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", f"is-rl-companion @ git+{{REPO}}@{branch}",
-         "-c", f"{{REPO}}/raw/{branch}/requirements.txt"],
-        check=True,
-    )'''
+    source = os.environ.get("COMPANION_SOURCE", "is-rl-companion @ git+{url}@{branch}")
+    keep = [f"{{name}}=={{version(name)}}" for name in ("torch", "numpy")
+            if importlib.util.find_spec(name) is not None]
+    cpu_torch = ([] if importlib.util.find_spec("torch") is not None
+                 else ["--extra-index-url", "https://download.pytorch.org/whl/cpu"])
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", source, *keep, *cpu_torch],
+                   check=True)'''
 
 
 def expected_source(root: Path = ROOT) -> str:

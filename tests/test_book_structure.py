@@ -51,8 +51,8 @@ def _notebook(cells):
 
 
 def test_checks_catch_a_notebook_missing_from_the_toc(broken_book):
-    nbformat.write(_notebook([]), broken_book / "book" / "99_stray.ipynb")
-    assert any("99_stray" in p for p in book_checks.toc_problems(broken_book))
+    nbformat.write(_notebook([]), broken_book / "book" / "stray.ipynb")
+    assert any("stray" in p for p in book_checks.toc_problems(broken_book))
 
 
 def test_checks_catch_a_toc_entry_without_a_file(broken_book):
@@ -63,19 +63,19 @@ def test_checks_catch_a_toc_entry_without_a_file(broken_book):
 
 
 def test_checks_catch_a_cell_without_an_id(broken_book):
-    path = broken_book / "book" / "01_core_idea.ipynb"
+    path = broken_book / "book" / "core_idea.ipynb"
     raw = json.loads(path.read_text())
     del raw["cells"][3]["id"]
     path.write_text(json.dumps(raw, indent=1))
-    assert book_checks.output_problems(broken_book) == ["01_core_idea.ipynb: cell 3 has no id"]
+    assert book_checks.output_problems(broken_book) == ["core_idea.ipynb: cell 3 has no id"]
 
 
 def test_checks_catch_a_notebook_with_outputs(broken_book):
     cell = nbformat.v4.new_code_cell("1 + 1")
     cell.execution_count = 1
     cell.outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=1)]
-    nbformat.write(_notebook([cell]), broken_book / "book" / "50_with_output.ipynb")
-    assert any("50_with_output" in p for p in book_checks.output_problems(broken_book))
+    nbformat.write(_notebook([cell]), broken_book / "book" / "with_output.ipynb")
+    assert any("with_output" in p for p in book_checks.output_problems(broken_book))
 
 
 def _only_chapter(book, name, cells):
@@ -89,26 +89,45 @@ def _only_chapter(book, name, cells):
 
 
 def test_checks_catch_a_chapter_without_exercises(broken_book):
-    _only_chapter(broken_book, "01_bare", [nbformat.v4.new_code_cell("x = 1")])
+    _only_chapter(broken_book, "bare", [nbformat.v4.new_code_cell("x = 1")])
     problems = book_checks.chapter_problems(broken_book)
     assert any("exercises" in p for p in problems)
     assert any("use_course_style" in p for p in problems)
 
 
+def test_checks_catch_a_numbered_file_name_and_a_missing_setup_cell(broken_book):
+    _only_chapter(broken_book, "04_numbered", [nbformat.v4.new_code_cell("import companion")])
+    problems = book_checks.chapter_problems(broken_book)
+    assert any("04_numbered.ipynb: expected a topic name" in p for p in problems)
+    assert any("first code cell must be the set-up cell" in p for p in problems)
+
+
+def test_checks_catch_labels_with_two_prefixes_or_a_prefix_of_another_chapter(broken_book):
+    toc = yaml.safe_load((broken_book / "_toc.yml").read_text())
+    toc["parts"][1]["chapters"].append({"file": "book/extra"})
+    (broken_book / "_toc.yml").write_text(yaml.safe_dump(toc))
+    text = "$$ x = 1 $$ (eq-core-one)\n\n$$ y = 2 $$ (eq-extra-two)\n\n(section_target)=\n## A"
+    nbformat.write(_notebook([nbformat.v4.new_markdown_cell(text)]), broken_book / "book" / "extra.ipynb")
+    problems = [p for p in book_checks.chapter_problems(broken_book) if p.startswith("extra.ipynb")]
+    assert any("several prefixes ['core', 'extra']" in p for p in problems), problems
+    assert any("'core' is already used by core_idea.ipynb" in p for p in problems), problems
+    assert any("'section_target' is not of the form" in p for p in problems), problems
+
+
 def test_checks_catch_an_untagged_check_of_a_solution(broken_book):
-    check = "# Checks of the numbers quoted in the solution of ex-01-a.\nassert 2 + 2 == 4"
+    check = "# Checks of the numbers quoted in the solution of ex-core-a.\nassert 2 + 2 == 4"
     cells = [
-        nbformat.v4.new_markdown_cell("```{solution-start} ex-01-a\n:class: dropdown\n```"),
+        nbformat.v4.new_markdown_cell("```{solution-start} ex-core-a\n:class: dropdown\n```"),
         nbformat.v4.new_code_cell(check),  # inside the gated solution: fine
         nbformat.v4.new_markdown_cell("```{solution-end}\n```"),
         nbformat.v4.new_code_cell(check),  # outside and untagged: a leak
         nbformat.v4.new_code_cell(check, metadata={"tags": ["solution"]}),  # tagged: fine
         # a single assert that names its exercise, in a main-text cell: a leak
-        nbformat.v4.new_code_cell("x = 2\nassert x ** 2 == 4   # the factor asked for in ex-01-a"),
+        nbformat.v4.new_code_cell("x = 2\nassert x ** 2 == 4   # the factor asked for in ex-core-a"),
         nbformat.v4.new_code_cell("assert 1.2 > 1   # a 20% error (exercise)"),  # a leak
-        nbformat.v4.new_code_cell("N_EX = 4   # episodes for ex-01-a"),  # setup, not a check: fine
+        nbformat.v4.new_code_cell("N_EX = 4   # episodes for ex-core-a"),  # setup, not a check: fine
     ]
-    _only_chapter(broken_book, "01_leaky", cells)
+    _only_chapter(broken_book, "leaky", cells)
     leaks = [p for p in book_checks.chapter_problems(broken_book) if "tagged 'solution'" in p]
     assert len(leaks) == 3, leaks
     assert [p.split("cell ")[1].split()[0] for p in leaks] == ["3", "5", "6"]

@@ -19,12 +19,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from toc import toc_files  # noqa: E402
+from toc import toc_files, toc_notebooks  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
 PAGES = [p.relative_to(ROOT).with_suffix(".html").as_posix() for p in toc_files()]
-CHAPTERS = [p for p in PAGES if re.match(r"book/\d\d_", p)]
+CHAPTERS = [p.relative_to(ROOT).with_suffix(".html").as_posix() for p in toc_notebooks()]
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
 MAX_SITE_MB = 120
