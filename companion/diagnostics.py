@@ -6,6 +6,8 @@ r"""Diagnostics for importance weights: effective sample size and Pareto :math:`
 * :func:`khat_threshold` -- the sample-size-dependent reliability threshold for :math:`\hat k`.
 * :func:`weight_report` -- all of the above in one object that renders as an HTML table in a
   notebook and as text in a terminal.
+* :func:`running_mean` -- the running mean of per-sample terms and its standard error, for the
+  "estimate against number of samples" plots.
 
 Every function accepts log weights (``log=True``), so weights of any size never overflow.
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
-from ._validation import check_weights
+from ._validation import as_float_array, check_finite, check_weights
 
 __all__ = [
     "effective_sample_size",
@@ -29,6 +31,7 @@ __all__ = [
     "khat_threshold",
     "WeightReport",
     "weight_report",
+    "running_mean",
 ]
 
 _MIN_TAIL = 5  # a generalized Pareto fit needs at least five tail draws (as in ArviZ and loo)
@@ -381,3 +384,53 @@ def weight_report(w, log: bool = False) -> WeightReport:
     if ess / n < 0.1 and key in ("good", "no tail"):
         verdict += f"; but only {100 * ess / n:.1f}% of the draws are effectively used"
     return WeightReport(n, ess, ess / n, max_share, khat, threshold, verdict)
+
+
+def running_mean(terms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""The running mean of per-sample terms after :math:`k = 1, \dots, n` samples, with its
+    estimated standard error.
+
+    .. math::
+
+        \bar x_k = \frac1k \sum_{i=1}^k x_i, \qquad
+        \widehat{\mathrm{se}}_k = \sqrt{\frac{s_k^2}{k}}, \qquad
+        s_k^2 = \frac{1}{k - 1} \sum_{i=1}^k (x_i - \bar x_k)^2 \quad (s_1^2 = 0).
+
+    For an estimator that is a mean of per-sample terms (ordinary and per-decision importance
+    sampling: ``Estimate.terms``), :math:`\bar x_k` is the estimate from the first :math:`k`
+    samples. The standard error is itself estimated from those samples, so it shares their
+    blind spots: before the first large weight arrives it is small (see the variance chapter).
+
+    Parameters
+    ----------
+    terms : array_like, shape (n,)
+        Finite per-sample terms :math:`x_i`.
+
+    Returns
+    -------
+    count, mean, stderr : ndarray, shape (n,)
+        :math:`k`, :math:`\bar x_k` and :math:`\widehat{\mathrm{se}}_k`.
+
+    Raises
+    ------
+    ValueError
+        If ``terms`` is not a non-empty 1-D array of finite numbers.
+
+    Examples
+    --------
+    >>> count, mean, se = running_mean([1.0, 3.0, 2.0])
+    >>> count.tolist(), mean.tolist(), se.round(4).tolist()
+    ([1, 2, 3], [1.0, 2.0, 2.0], [0.0, 1.0, 0.5774])
+
+    Used in :doc:`/book/core_idea`, :doc:`/book/trajectory_weights` and
+    :doc:`/book/variance_problem`.
+    """
+    x = as_float_array(terms, "terms", ndim=1)
+    check_finite(x, "terms")
+    count = np.arange(1, x.size + 1)
+    mean = np.cumsum(x) / count
+    # sum of squared deviations after k samples, from running sums (shifted by x[0] for accuracy)
+    d = x - x[0]
+    ss = np.maximum(np.cumsum(d**2) - np.cumsum(d) ** 2 / count, 0.0)
+    var = ss / np.maximum(count - 1, 1)
+    return count, mean, np.sqrt(var / count)

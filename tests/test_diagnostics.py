@@ -14,6 +14,7 @@ from companion.diagnostics import (
     effective_sample_size,
     khat_threshold,
     pareto_khat,
+    running_mean,
     weight_report,
 )
 
@@ -175,3 +176,21 @@ def test_pareto_khat_too_few():
     with pytest.raises(ValueError, match=r"w: pareto_khat needs at least 21"):
         pareto_khat(np.arange(1.0, 21.0))
     assert np.isfinite(pareto_khat(np.arange(1.0, 22.0)))
+
+
+def test_running_mean_matches_a_loop_over_prefixes():
+    rng = np.random.default_rng(7)
+    x = rng.lognormal(3.0, 1.5, size=50) + 1e6  # a large offset: the running sums must stay exact
+    count, mean, se = running_mean(x)
+    assert count.tolist() == list(range(1, 51))
+    for k in range(1, 51):
+        prefix = x[:k]
+        assert mean[k - 1] == pytest.approx(prefix.mean(), rel=1e-14)
+        want = prefix.std(ddof=1) / np.sqrt(k) if k > 1 else 0.0
+        assert se[k - 1] == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("bad, match", [([], "empty"), ([[1.0]], "1-D"), ([1.0, np.nan], "NaN")])
+def test_running_mean_rejects_bad_terms(bad, match):
+    with pytest.raises(ValueError, match=f"terms: .*{match}"):
+        running_mean(bad)
