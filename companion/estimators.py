@@ -15,6 +15,8 @@ trajectories drawn with the behaviour policy :math:`\mu`, each with signature
 
 The doubly robust estimator :func:`doubly_robust` (Jiang & Li 2016) takes in addition a value
 model along each trajectory, ``(rewards, log_ratios, q_hat, v_hat, gamma=1.0, mask=None)``.
+The single-ratio estimator :func:`single_step_is` of the surrogate objective takes the behaviour
+policy's advantages instead, ``(rewards, log_ratios, advantages, gamma=1.0, mask=None)``.
 
 All of them return an :class:`Estimate` with ``.estimate``, ``.stderr``, ``.n`` and ``.terms``
 (per-trajectory contributions, scaled so that ``estimate == terms.mean()``).
@@ -61,7 +63,9 @@ from ._validation import (
     check_mask,
     check_same_shape,
     check_weights,
+    first_index,
     raise_nonfinite,
+    where,
 )
 from ._validation import (
     check_gamma as _check_gamma,
@@ -77,6 +81,7 @@ __all__ = [
     "per_decision_is",
     "weighted_per_decision_is",
     "doubly_robust",
+    "single_step_is",
 ]
 
 #: Elements per block of rows in the per-decision estimators (512 KiB per float64 array).
@@ -681,3 +686,83 @@ def doubly_robust(rewards, log_ratios, q_hat, v_hat, gamma=1.0, mask=None) -> Es
     if not np.all(np.isfinite(terms)):
         raise _overflow_error("doubly robust", float(np.max(P)))
     return Estimate(float(terms.mean()), _sd_over_sqrt_n(terms), n, terms, "doubly_robust")
+
+
+def single_step_is(rewards, log_ratios, advantages, gamma=1.0, mask=None) -> Estimate:
+    r"""Single-ratio (surrogate) estimate: the behaviour's return plus ratio-corrected advantages.
+
+    .. math::
+
+        \hat L = \frac1n \sum_{i=1}^n \Big( \sum_t \gamma^t r_{i,t}
+                 + \sum_t \gamma^t (\rho_{i,t} - 1)\, A_{i,t} \Big), \qquad
+        \rho_{i,t} = \frac{\pi(a_{i,t} \mid s_{i,t})}{\mu(a_{i,t} \mid s_{i,t})} .
+
+    The part that depends on :math:`\pi` is :math:`\sum_t \gamma^t \rho_t A_t`, the per-step
+    surrogate of CPI, TRPO and PPO. With :math:`A_{i,t} = A^\mu_t(s_{i,t}, a_{i,t})` (or any
+    estimate whose conditional mean given :math:`s_t, a_t` is that) and episodes from :math:`\mu`,
+    :math:`\mathbb{E}_\mu[A^\mu_t(s_t, a_t)] = 0`, so the expectation is the surrogate
+
+    .. math::
+
+        L_\mu(\pi) = J(\mu) + \sum_t \gamma^t\, \mathbb{E}_{s \sim d^\mu_t}
+        \sum_a \pi(a \mid s) A^\mu_t(s, a),
+
+    not :math:`J(\pi)`: each step is reweighted by its own ratio only, so states are still visited
+    as under :math:`\mu`. The difference :math:`J(\pi) - L_\mu(\pi)` is of second order in the
+    distance between the policies. The ``- 1`` is a control variate: it changes no expectation,
+    and at :math:`\pi = \mu` it makes the estimate the plain on-policy Monte Carlo return.
+
+    Parameters
+    ----------
+    rewards : array_like, shape (n_trajectories, horizon)
+        Rewards of episodes drawn with the behaviour policy.
+    log_ratios : array_like, shape (n_trajectories, horizon)
+        :math:`\log \rho_{i,t}`; ``-inf`` allowed (ratio 0).
+    advantages : array_like, shape (n_trajectories, horizon)
+        Advantages of the behaviour policy at the visited state-action pairs.
+    gamma : float in [0, 1], default 1.0
+        Discount :math:`\gamma`.
+    mask : array_like of bool, same shape, optional
+        ``True`` on real steps (padding, a suffix, contributes nothing).
+
+    Returns
+    -------
+    Estimate
+        ``terms`` are the per-trajectory sums; ``stderr`` their sample sd over :math:`\sqrt n`.
+
+    Raises
+    ------
+    ValueError
+        On a shape mismatch, an empty batch, NaN/inf in ``rewards`` or ``advantages`` or NaN/+inf
+        in ``log_ratios`` at a real step (names trajectory and step), a bad ``mask``, ``gamma``
+        outside [0, 1], or a ratio that overflows float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rewards = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> lr = np.log([[2.0, 1.0], [0.5, 1.0]])
+    >>> adv = np.array([[0.5, 0.0], [-0.5, 0.0]])
+    >>> e = single_step_is(rewards, lr, adv)   # terms 1 + (2 - 1) 0.5 and 1 + (0.5 - 1)(-0.5)
+    >>> e.terms.tolist(), e.estimate
+    ([1.5, 1.25], 1.375)
+
+    Used in :doc:`/book/per_step_weights`, eq. (eq-perstep-single-step).
+    """
+    r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
+    adv = as_float_array(advantages, "advantages", ndim=2)
+    check_same_shape(r, "rewards", adv, "advantages")
+    r, lr, adv = (_masked_full(x, m) for x in (r, lr, adv))
+    check_finite(adv, "advantages")
+    if lr.max() > LOG_FLOAT_MAX:
+        idx = first_index(lr > LOG_FLOAT_MAX)
+        raise ValueError(f"log_ratios: ratio exp({lr[idx]:.6g}) overflows float64 at "
+                         f"{where(idx, 2)}")
+    d, _ = _discounts(g, r.shape[1])
+    terms = (r + np.expm1(lr) * adv) @ d  # sum_t gamma^t (r_it + (rho_it - 1) A_it)
+    if not np.all(np.isfinite(terms)):
+        i = int(np.flatnonzero(~np.isfinite(terms))[0])
+        raise ValueError(f"log_ratios: the ratio-weighted advantages of trajectory {i} overflow "
+                         "float64")
+    return Estimate(float(terms.mean()), _sd_over_sqrt_n(terms), r.shape[0], terms,
+                    "single_step_is")

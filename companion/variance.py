@@ -1,4 +1,4 @@
-r"""Where the variance of importance weights comes from, and the single-ratio estimator that avoids it.
+r"""Where the variance of importance weights comes from.
 
 Chapter 4 (the variance problem) explains the growth of the trajectory weight
 :math:`w = \rho_{0:T-1} = \prod_{t=0}^{T-1} \rho_t` through its second moment. Under the behaviour
@@ -12,40 +12,26 @@ and for independent steps the moments multiply, :math:`\mathbb{E}_\mu[w^2] = (1 
 MDP the steps are not independent, but the moment still obeys a linear recursion over states, which
 :func:`log_weight_moment` solves exactly.
 
-Chapter 5 (per-step weights) compares the unbiased estimators of :mod:`companion.estimators` with
-the single-ratio estimator :func:`single_step_is`, which uses one ratio per step and an advantage of
-the behaviour policy. It has low variance but estimates the surrogate :math:`L_\mu(\pi)`
-(:func:`companion.policy_gradient.surrogate_objective`), not :math:`J(\pi)`.
-
 The functions:
 
 * :func:`chi_square_divergence`: :math:`\chi^2(\pi \Vert \mu)` of one distribution or of each row.
 * :func:`log_weight_moment`: exact :math:`\log \mathbb{E}_\mu[w^k]` on a tabular MDP.
 * :func:`population_ess_fraction`: the limit :math:`1/\mathbb{E}_\mu[w^2]` of the sample ESS/n,
   and the standard error of its logarithm at sample size n.
-* :func:`single_step_is`: the single-ratio estimate of :math:`L_\mu(\pi)`.
 
-See chapter 4 (the variance problem) and chapter 5 (per-step weights).
+The single-ratio estimator of :doc:`/book/per_step_weights`, which avoids this growth, is
+:func:`companion.estimators.single_step_is`.
+
+See chapter 4 (the variance problem).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._validation import (
-    LOG_FLOAT_MAX,
-    as_float_array,
-    check_finite,
-    check_gamma,
-    check_mask,
-    check_same_shape,
-    first_index,
-    where,
-)
-from .estimators import Estimate
 from .mdp import TabularMDP, _check_distribution_rows, _check_horizon, _check_policy, _finite_array
 
-__all__ = ["chi_square_divergence", "log_weight_moment", "population_ess_fraction", "single_step_is"]
+__all__ = ["chi_square_divergence", "log_weight_moment", "population_ess_fraction"]
 
 
 def _check_support(pi, mu, pi_name="pi", mu_name="mu"):
@@ -264,90 +250,3 @@ def population_ess_fraction(mdp, pi, mu, horizon, n=None):
     if not np.isfinite(var):
         return fraction, float("inf")
     return fraction, float(np.sqrt(max(var, 0.0)))
-
-
-def single_step_is(rewards, log_ratios, advantages, gamma=1.0, mask=None) -> Estimate:
-    r"""Single-ratio (surrogate) estimate: the behaviour's return plus ratio-corrected advantages.
-
-    .. math::
-
-        \hat L = \frac1n \sum_{i=1}^n \Big( \sum_t \gamma^t r_{i,t}
-                 + \sum_t \gamma^t (\rho_{i,t} - 1)\, A_{i,t} \Big), \qquad
-        \rho_{i,t} = \frac{\pi(a_{i,t} \mid s_{i,t})}{\mu(a_{i,t} \mid s_{i,t})} .
-
-    The part that depends on :math:`\pi` is :math:`\sum_t \gamma^t \rho_t A_t`, the per-step
-    surrogate of CPI, TRPO and PPO. With :math:`A_{i,t} = A^\mu_t(s_{i,t}, a_{i,t})` (or any
-    estimate whose conditional mean given :math:`s_t, a_t` is that) and episodes from :math:`\mu`,
-    :math:`\mathbb{E}_\mu[A^\mu_t(s_t, a_t)] = 0`, so the expectation is the surrogate
-
-    .. math::
-
-        L_\mu(\pi) = J(\mu) + \sum_t \gamma^t\, \mathbb{E}_{s \sim d^\mu_t}
-        \sum_a \pi(a \mid s) A^\mu_t(s, a),
-
-    not :math:`J(\pi)`: each step is reweighted by its own ratio only, so states are still visited
-    as under :math:`\mu`. The difference :math:`J(\pi) - L_\mu(\pi)` is of second order in the
-    distance between the policies. The ``- 1`` is a control variate: it changes no expectation,
-    and at :math:`\pi = \mu` it makes the estimate the plain on-policy Monte Carlo return.
-
-    Parameters
-    ----------
-    rewards : array_like, shape (n_trajectories, horizon)
-        Rewards of episodes drawn with the behaviour policy.
-    log_ratios : array_like, shape (n_trajectories, horizon)
-        :math:`\log \rho_{i,t}`; ``-inf`` allowed (ratio 0).
-    advantages : array_like, shape (n_trajectories, horizon)
-        Advantages of the behaviour policy at the visited state-action pairs.
-    gamma : float in [0, 1], default 1.0
-    mask : array_like of bool, same shape, optional
-        ``True`` on real steps (padding, a suffix, contributes nothing).
-
-    Returns
-    -------
-    Estimate
-        ``terms`` are the per-trajectory sums; ``stderr`` their sample sd over :math:`\sqrt n`.
-
-    Raises
-    ------
-    ValueError
-        On a shape mismatch, an empty batch, NaN/inf in ``rewards`` or ``advantages`` or NaN/+inf
-        in ``log_ratios`` at a real step (names trajectory and step), a bad ``mask``, ``gamma``
-        outside [0, 1], or a ratio that overflows float64.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> rewards = np.array([[1.0, 0.0], [0.0, 1.0]])
-    >>> lr = np.log([[2.0, 1.0], [0.5, 1.0]])
-    >>> adv = np.array([[0.5, 0.0], [-0.5, 0.0]])
-    >>> e = single_step_is(rewards, lr, adv)   # terms 1 + (2 - 1) 0.5 and 1 + (0.5 - 1)(-0.5)
-    >>> e.terms.tolist(), e.estimate
-    ([1.5, 1.25], 1.375)
-
-    See chapter 5 (per-step weights), eq. (eq-perstep-single-step).
-    """
-    r = as_float_array(rewards, "rewards", ndim=2)
-    lr = as_float_array(log_ratios, "log_ratios", ndim=2)
-    adv = as_float_array(advantages, "advantages", ndim=2)
-    check_same_shape(r, "rewards", lr, "log_ratios")
-    check_same_shape(r, "rewards", adv, "advantages")
-    g = check_gamma(gamma)
-    if mask is not None:
-        m = check_mask(mask, r.shape)
-        r, lr, adv = (np.where(m, x, 0.0) for x in (r, lr, adv))
-    check_finite(r, "rewards")
-    check_finite(adv, "advantages")
-    check_finite(lr, "log_ratios", allow_neg_inf=True)
-    if lr.max() > LOG_FLOAT_MAX:
-        idx = first_index(lr > LOG_FLOAT_MAX)
-        raise ValueError(f"log_ratios: ratio exp({lr[idx]:.6g}) overflows float64 at "
-                         f"{where(idx, 2)}")
-    disc = g ** np.arange(r.shape[1], dtype=float)
-    terms = (r + np.expm1(lr) * adv) @ disc
-    if not np.all(np.isfinite(terms)):
-        i = int(np.flatnonzero(~np.isfinite(terms))[0])
-        raise ValueError(f"log_ratios: the ratio-weighted advantages of trajectory {i} overflow "
-                         "float64")
-    n = r.shape[0]
-    se = float(terms.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    return Estimate(float(terms.mean()), se, n, terms, "single_step_is")

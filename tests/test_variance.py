@@ -5,18 +5,14 @@ import pytest
 
 from companion.mdp import (
     TabularMDP,
-    policy_quantities,
-    policy_value,
     random_mdp,
     sample_trajectories,
     softmax_policy,
 )
-from companion.policy_gradient import surrogate_objective
 from companion.variance import (
     chi_square_divergence,
     log_weight_moment,
     population_ess_fraction,
-    single_step_is,
 )
 
 Z = 4.0  # tolerance in standard errors for the statistical checks
@@ -159,85 +155,6 @@ def test_bad_input():
         log_weight_moment("not an mdp", pi, mu, 3)
     with pytest.raises(ValueError, match="shape"):
         log_weight_moment(mdp, np.array([[0.6, 0.4], [0.5, 0.5]]), mu, 3)
-
-
-# ------------------------------------------------------------------------------------------------
-# single_step_is
-# ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def surrogate_setting():
-    mdp = random_mdp(4, 3, rng=22, gamma=0.9, alpha=0.1)
-    rng = np.random.default_rng(8)
-    mu = softmax_policy(rng.normal(scale=0.5, size=(4, 3)))
-    pi = softmax_policy(rng.normal(scale=1.0, size=(4, 3)))
-    H, n = 10, 40_000
-    traj = sample_trajectories(mdp, mu, n, H, rng=9, target=pi)
-    A_mu = policy_quantities(mdp, mu, horizon=H).A           # (H, S, A)
-    adv = A_mu[np.arange(H), traj.states, traj.actions]
-    return mdp, pi, mu, H, traj, adv
-
-
-def test_single_step_estimates_the_surrogate_not_the_value(surrogate_setting):
-    mdp, pi, mu, H, traj, adv = surrogate_setting
-    est = single_step_is(traj.rewards, traj.log_rho, adv, gamma=mdp.gamma)
-    L = surrogate_objective(mdp, pi, mu, horizon=H)
-    J = policy_value(mdp, pi, horizon=H)
-    assert abs(est.estimate - L) < Z * est.stderr
-    assert abs(est.estimate - J) > 2 * Z * est.stderr   # far from J(pi): the bias is visible
-
-
-def test_single_step_on_policy_is_the_monte_carlo_return(surrogate_setting):
-    mdp, pi, mu, H, traj, adv = surrogate_setting
-    est = single_step_is(traj.rewards, np.zeros_like(traj.log_rho), adv, gamma=mdp.gamma)
-    np.testing.assert_allclose(est.terms, traj.rewards @ mdp.gamma ** np.arange(H))
-    assert abs(est.estimate - policy_value(mdp, mu, horizon=H)) < Z * est.stderr
-
-
-def test_single_step_matches_a_plain_loop():
-    rng = np.random.default_rng(3)
-    r, lr, adv = rng.normal(size=(5, 4)), rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
-    mask = np.ones((5, 4), dtype=bool)
-    mask[1, 2:] = False
-    mask[3, 1:] = False
-    r_pad = np.where(mask, r, np.nan)                # padding may hold anything
-    est = single_step_is(r_pad, lr, adv, gamma=0.8, mask=mask)
-    loop = [sum(0.8**t * (r[i, t] + (np.exp(lr[i, t]) - 1) * adv[i, t]) for t in range(4) if mask[i, t])
-            for i in range(5)]
-    np.testing.assert_allclose(est.terms, loop)
-    assert est.estimate == pytest.approx(np.mean(loop))
-    assert est.stderr == pytest.approx(np.std(loop, ddof=1) / np.sqrt(5))
-    assert est.n == 5
-
-
-def test_single_step_zero_ratio_is_allowed():
-    est = single_step_is([[1.0, 1.0]], [[-np.inf, 0.0]], [[5.0, 1.0]])
-    assert est.estimate == pytest.approx(2.0 - 5.0)
-    assert np.isnan(est.stderr)
-
-
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(rewards=np.zeros((2, 3)), log_ratios=np.zeros((2, 2)), advantages=np.zeros((2, 3))),
-     "log_ratios: shape"),
-    (dict(rewards=np.zeros((2, 3)), log_ratios=np.zeros((2, 3)), advantages=np.zeros((3, 3))),
-     "advantages: shape"),
-    (dict(rewards=np.zeros((0, 3)), log_ratios=np.zeros((0, 3)), advantages=np.zeros((0, 3))),
-     "empty"),
-    (dict(rewards=[[0.0, np.nan]], log_ratios=[[0.0, 0.0]], advantages=[[0.0, 0.0]]),
-     "rewards: NaN or inf at trajectory 0, step 1"),
-    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, 0.0]], advantages=[[np.inf, 0.0]]),
-     "advantages: NaN or inf at trajectory 0, step 0"),
-    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, np.inf]], advantages=[[0.0, 0.0]]),
-     "log_ratios: NaN or \\+inf at trajectory 0, step 1"),
-    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, 800.0]], advantages=[[0.0, 1.0]]),
-     "overflows float64 at trajectory 0, step 1"),
-    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, 0.0]], advantages=[[0.0, 0.0]], gamma=1.5),
-     "gamma"),
-    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, 0.0]], advantages=[[0.0, 0.0]],
-          mask=np.array([[False, True]])), "suffix"),
-])
-def test_single_step_bad_input(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        single_step_is(**kwargs)
 
 
 # ------------------------------------------------------------------------------------------------
