@@ -37,6 +37,7 @@ from ._validation import (
     first_index,
     where,
 )
+from .weights import per_decision_log_weights
 
 __all__ = [
     "RunningEstimates",
@@ -580,8 +581,9 @@ def running_per_decision(rewards, log_ratios, checkpoints, gamma=1.0, mask=None)
     Raises
     ------
     ValueError
-        On shape mismatch, NaN/inf rewards, NaN/+inf log ratios, a bad ``gamma`` or
-        checkpoint, or if a prefix weight overflows float64.
+        On shape mismatch, NaN/inf rewards, NaN/+inf log ratios, a bad ``gamma``, checkpoint
+        or ``mask`` (not boolean, wrong shape, or padding not a suffix of each row), or if a
+        prefix weight overflows float64.
 
     Examples
     --------
@@ -596,14 +598,10 @@ def running_per_decision(rewards, log_ratios, checkpoints, gamma=1.0, mask=None)
     r = as_float_array(rewards, "rewards", ndim=2)
     lr = as_float_array(log_ratios, "log_ratios", ndim=2)
     check_same_shape(r, "rewards", lr, "log_ratios")
+    log_w = per_decision_log_weights(lr, mask)  # log rho_{i,0:t}; checks mask and log_ratios
     if mask is not None:
-        m = np.asarray(mask)
-        if m.dtype != np.bool_ or m.shape != r.shape:
-            raise ValueError(f"mask: expected a boolean array of shape {r.shape}, got {m.dtype} {m.shape}")
-        r = np.where(m, r, 0.0)
-        lr = np.where(m, lr, 0.0)
+        r = np.where(mask, r, 0.0)
     check_finite(r, "rewards")
-    check_finite(lr, "log_ratios", allow_neg_inf=True)
     g = float(gamma)
     if not 0.0 <= g <= 1.0:
         raise ValueError(f"gamma: discount must be in [0, 1], got {gamma!r}")
@@ -614,7 +612,7 @@ def running_per_decision(rewards, log_ratios, checkpoints, gamma=1.0, mask=None)
     if cps.min() < 1 or cps.max() > n:
         raise ValueError(f"checkpoints: must lie in [1, n={n}], got {cps.min()}..{cps.max()}")
     with np.errstate(over="ignore"):
-        prefix = np.exp(np.cumsum(lr, axis=1))  # rho_{i,0:t}; padding keeps the last value
+        prefix = np.exp(log_w)  # rho_{i,0:t}; padding keeps the last value
     if not np.all(np.isfinite(prefix)):
         raise ValueError("log_ratios: a prefix weight overflows float64")
     disc = g ** np.arange(horizon)
