@@ -26,10 +26,11 @@ Numerics. Everything is computed from log ratios, with the log weights of
 :func:`~companion.weights.per_decision_log_weights`). The weighted estimators subtract the
 largest log weight (per step, for the per-decision one) before exponentiating, so they give the
 right answer for trajectories of any length, e.g. 10,000 steps with ratios 1.2 (log weight 1823,
-far beyond float64). The ordinary estimators need the weights themselves: a weight below about
-``3e-308`` is taken as 0 (an absolute error below ``3.3e-308``, harmless), and a term
-:math:`w_i G_i` that exceeds the float64 range raises :class:`ValueError` (rather than returning
-``inf``); use the weighted estimator or work with log weights in that case.
+far beyond float64). The ordinary estimators need the weights themselves: a weight below
+float64's smallest number (about ``5e-324``) is taken as 0, and one below about ``2e-308`` keeps
+fewer digits (absolute errors below ``1e-323``, harmless), while a term :math:`w_i G_i` that
+exceeds the float64 range raises :class:`ValueError` (rather than returning ``inf``); use the
+weighted estimator or work with log weights in that case.
 
 Masks. Padded steps (``mask == False``) are treated as an absorbing state with ratio 1 and
 reward 0; their values in ``rewards`` and ``log_ratios`` are ignored (they may hold anything,
@@ -580,30 +581,27 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
     n, horizon = r.shape
     d, _ = _discounts(g, horizon)
-    log_w = np.empty((n, horizon))
+    log_w = np.empty((n, horizon))  # log rho_{i,0:t}, filled block by block
     for rows in _row_blocks(r.shape):
-        log_w[rows] = per_decision_log_weights(lr[rows], _rows(m, rows))  # log rho_{i,0:t}
+        log_w[rows] = per_decision_log_weights(lr[rows], _rows(m, rows))
     top = log_w.max(axis=0)
     top[top == -np.inf] = 0.0  # nobody reaches step t: its weights are all 0 anyway
-    # W_it = rho_{i,0:t} / max_j rho_{j,0:t} <= 1, computed in place (W reuses log_w's memory)
+    # W_it = rho_{i,0:t} / max_j rho_{j,0:t} <= 1, in place (W reuses log_w's memory)
     W = np.exp(np.subtract(log_w, top, out=log_w), out=log_w)
-    B = W.sum(axis=0)  # the per-step sums of the scaled weights
+    B = W.sum(axis=0)
     if B[0] == 0.0:
-        raise ValueError(
-            "log_ratios: every trajectory has weight zero at step 0, so weighted per-decision "
-            "importance sampling is 0/0"
-        )
-    A = np.zeros(horizon)
-    terms = np.empty(n)
+        raise ValueError("log_ratios: every trajectory has weight zero at step 0, so weighted "
+                         "per-decision importance sampling is 0/0")
     c = np.divide(n * d, B, out=np.zeros(horizon), where=B > 0)  # gamma^t / mean_i W_it
+    A, terms = np.zeros(horizon), np.empty(n)
     for rows in _row_blocks(r.shape):
         Wr = W[rows] * _masked_full(r[rows], _rows(m, rows))
         A += Wr.sum(axis=0)  # sum_i W_it r_it
-        terms[rows] = Wr @ c  # sum_t gamma^t W_it r_it / mean_j W_jt
+        terms[rows] = Wr @ c  # sum_t gamma^t rho_{i,0:t} r_it / mean_j rho_{j,0:t}
     if not np.all(np.isfinite(terms)):
         raise ValueError("rewards: the weighted per-decision terms overflow float64")
     r_hat = np.divide(A, B, out=np.zeros(horizon), where=B > 0)  # weighted mean reward at t
-    psi = terms - W @ (c * r_hat)  # the influence of trajectory i
+    psi = terms - W @ (c * r_hat)  # delta-method influence of trajectory i
     se = float(np.sqrt(psi @ psi) / n) if n > 1 else float("nan")
     return Estimate(float(d @ r_hat), se, n, terms, "weighted_per_decision_is")
 
