@@ -46,9 +46,9 @@ estimators need :math:`O(n)`, or with a mask one temporary ``(n, T)`` array (the
 their padding set to 0). So the extra memory stays below the size of the inputs.
 ``benchmarks/ope_estimators.py`` measures the speed.
 
-Used in :doc:`/book/core_idea`, :doc:`/book/trajectory_weights`,
-:doc:`/book/variance_problem`, :doc:`/book/per_step_weights`, :doc:`/book/weighted_is` and
-:doc:`/book/on_off_policy`.
+Used in :doc:`/book/core_idea`, :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+:doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
+``estimators`` assignment.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ Notation (book/notation.md): :math:`\pi` target policy, :math:`\mu` behaviour po
 The estimators of :mod:`companion.estimators` are built on these log weights.
 
 Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-:doc:`/book/per_step_weights`, :doc:`/book/weighted_is` and :doc:`/book/on_off_policy`.
+:doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
+``estimators`` assignment.
 """
 
 from __future__ import annotations
