@@ -31,7 +31,8 @@ import numpy as np
 
 from .mdp import TabularMDP, _check_distribution_rows, _check_horizon, _check_policy, _finite_array
 
-__all__ = ["chi_square_divergence", "log_weight_moment", "population_ess_fraction"]
+__all__ = ["chi_square_divergence", "log_weight_moment", "population_ess_fraction",
+           "estimator_moments"]
 
 
 def _check_support(pi, mu, pi_name="pi", mu_name="mu"):
@@ -250,3 +251,127 @@ def population_ess_fraction(mdp, pi, mu, horizon, n=None):
     if not np.isfinite(var):
         return fraction, float("inf")
     return fraction, float(np.sqrt(max(var, 0.0)))
+
+
+# The estimators that estimator_moments knows (per-episode terms as in companion.estimators).
+_KINDS = ("trajectory", "per-decision", "doubly-robust", "single-step")
+
+
+def estimator_moments(mdp, pi, mu, horizon, estimator, *, q_hat=None, advantages=None):
+    r"""Exact mean and variance of one episode's term of an off-policy estimator on a tabular MDP.
+
+    Every estimator of :doc:`/book/per_step_weights` averages one term per episode drawn with the
+    behaviour :math:`\mu`; its mean squared error from ``n`` episodes is
+    :math:`(\text{mean} - J(\pi))^2 + \text{variance} / n`. Each term is the value :math:`X_0` of a
+    backward recursion over the steps of the episode (:math:`X_H = 0`, :math:`W_H = 1`,
+    :math:`\rho = \pi(a_t|s_t)/\mu(a_t|s_t)`, :math:`r = r(s_t, a_t, s_{t+1})`):
+
+    .. math::
+
+        \text{trajectory:}\quad & X_t = \rho\,(r\, W_{t+1} + \gamma X_{t+1}), \quad
+            W_t = \rho\, W_{t+1} \quad (X_0 = \rho_{0:H-1} \textstyle\sum_t \gamma^t r_t), \\
+        \text{per-decision:}\quad & X_t = \rho\,(r + \gamma X_{t+1}), \\
+        \text{doubly robust:}\quad & X_t = \hat V_t(s_t) + \rho\,\big(r - \hat Q_t(s_t, a_t)
+            + \gamma X_{t+1}\big), \quad \hat V_t(s) = \textstyle\sum_a \pi(a|s) \hat Q_t(s, a), \\
+        \text{single-step:}\quad & X_t = r + (\rho - 1)\, \hat A_t(s_t, a_t) + \gamma X_{t+1} .
+
+    Each is affine in the future, :math:`X_t = f + c\, X_{t+1} + h\, W_{t+1}`, with
+    :math:`(W_{t+1}, X_{t+1})` independent of :math:`(s_t, a_t)` given :math:`s_{t+1}` (the
+    Markov property). So the conditional moments :math:`m_1 = \mathbb{E}_\mu[X_t \mid s_t]`,
+    :math:`m_2 = \mathbb{E}_\mu[X_t^2 \mid s_t]`, :math:`\mathbb{E}_\mu[W_t^2 \mid s_t]` and
+    :math:`\mathbb{E}_\mu[W_t X_t \mid s_t]` follow from those at :math:`t + 1` by one average over
+    :math:`a_t \sim \mu(\cdot|s_t)`, :math:`s_{t+1} \sim P(\cdot|s_t, a_t)` (with
+    :math:`\mathbb{E}_\mu[W_{t+1} \mid s_{t+1}] = 1`). The mean and variance of :math:`X_0` are
+    exact, without sampling; an episode that enters a terminal state stops there.
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    pi, mu : array_like, shape (S, A)
+        Target and behaviour policies.
+    horizon : int
+        Number of decisions ``H`` (>= 1).
+    estimator : {"trajectory", "per-decision", "doubly-robust", "single-step"}
+        The per-episode term: that of :func:`companion.estimators.trajectory_is`,
+        :func:`companion.estimators.per_decision_is`, :func:`companion.estimators.doubly_robust`
+        (with ``v_hat`` the consistent :math:`\sum_a \pi(a|s) \hat Q_t(s, a)`) or
+        :func:`single_step_is`, all with ``gamma = mdp.gamma``.
+    q_hat : array_like, shape (H, S, A)
+        The model :math:`\hat Q_t(s, a)` of the doubly robust estimator (required for it only).
+    advantages : array_like, shape (H, S, A)
+        The advantages :math:`\hat A_t(s, a)` of the single-step estimator (required for it
+        only; :math:`A^\mu_t` makes the mean the surrogate :math:`L_\mu(\pi)`).
+
+    Returns
+    -------
+    mean, variance : float
+        :math:`\mathbb{E}_\mu[X_0]` and :math:`\operatorname{Var}_\mu(X_0)` over episodes from
+        :math:`\mu`. The mean is :math:`J(\pi)` for the first three (unbiased) estimators.
+
+    Raises
+    ------
+    ValueError
+        If ``mdp`` is not a :class:`~companion.mdp.TabularMDP`, a policy is invalid for it,
+        ``horizon`` is not a positive integer, ``estimator`` is not one of the four names, the
+        table that estimator needs is missing, has the wrong shape or holds NaN/inf, or ``mu`` is 0
+        where ``pi`` is positive at a non-terminal state (names the state and action).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from companion.mdp import TabularMDP
+    >>> bandit = TabularMDP(np.ones((1, 2, 1)), [[1.0, 0.0]], gamma=1.0, initial=[1.0])
+    >>> pi, mu = np.array([[0.6, 0.4]]), np.array([[0.5, 0.5]])
+    >>> mean, var = estimator_moments(bandit, pi, mu, 1, "per-decision")
+    >>> round(mean, 6), round(var, 6)     # term 1.2 or 0 with probability 1/2 each
+    (0.6, 0.36)
+
+    See :doc:`/book/per_step_weights` (exact variances of the four estimators).
+    """
+    if not isinstance(mdp, TabularMDP):
+        raise ValueError(f"mdp must be a companion.mdp.TabularMDP, got {type(mdp).__name__}")
+    p = _check_policy(pi, mdp, "pi")
+    m = _check_policy(mu, mdp, "mu")
+    H = _check_horizon(horizon)
+    if H is None:
+        raise ValueError("horizon must be a positive integer, got None")
+    if estimator not in _KINDS:
+        raise ValueError(f"estimator must be one of {_KINDS}, got {estimator!r}")
+    needed = {"doubly-robust": ("q_hat", q_hat), "single-step": ("advantages", advantages)}
+    table = None
+    if estimator in needed:
+        name, value = needed[estimator]
+        if value is None:
+            raise ValueError(f"{name}: the {estimator} estimator needs a table of shape (H, S, A)")
+        table = _finite_array(value, name, ndim=3)
+        if table.shape != (H, mdp.n_states, mdp.n_actions):
+            raise ValueError(f"{name}: expected shape (H, S, A) = "
+                             f"{(H, mdp.n_states, mdp.n_actions)}, got {table.shape}")
+    live = ~mdp.terminal
+    _check_support(p[live], m[live])
+    rho = np.where(m > 0, p / np.where(m > 0, m, 1.0), 0.0)[:, :, None]      # (S, A, 1)
+    R = mdp.R if mdp.R.ndim == 3 else np.broadcast_to(mdp.R[:, :, None], mdp.P.shape)
+    step = m[:, :, None] * mdp.P                         # Pr(a_t, s_{t+1} | s_t), (S, A, S)
+    g = mdp.gamma
+    m1, m2 = np.zeros(mdp.n_states), np.zeros(mdp.n_states)   # E[X_t | s], E[X_t^2 | s]
+    w2, wx = np.ones(mdp.n_states), np.zeros(mdp.n_states)    # E[W_t^2 | s], E[W_t X_t | s]
+    for t in range(H - 1, -1, -1):
+        f, c, h = 0.0, g * rho, 0.0                      # X_t = f + c X_{t+1} + h W_{t+1}
+        if estimator == "trajectory":
+            h = rho * R
+        elif estimator == "per-decision":
+            f = rho * R
+        elif estimator == "doubly-robust":
+            v = np.sum(p * table[t], axis=1)
+            f = v[:, None, None] + rho * (R - table[t][:, :, None])
+        else:
+            f, c = R + (rho - 1) * table[t][:, :, None], g
+        new_m1 = np.sum(step * (f + c * m1 + h), axis=(1, 2))
+        new_m2 = np.sum(step * (f**2 + c**2 * m2 + h**2 * w2 + 2 * f * c * m1 + 2 * f * h
+                                + 2 * c * h * wx), axis=(1, 2))
+        new_wx = np.sum(step * rho * (f + c * wx + h * w2), axis=(1, 2))
+        new_w2 = np.sum(step * rho**2 * w2, axis=(1, 2))
+        m1, m2, wx, w2 = (np.where(mdp.terminal, end, x) for x, end in
+                          [(new_m1, 0.0), (new_m2, 0.0), (new_wx, 0.0), (new_w2, 1.0)])
+    mean = float(mdp.initial @ m1)
+    return mean, float(max(mdp.initial @ m2 - mean**2, 0.0))

@@ -582,19 +582,6 @@ def test_doubly_robust_bad_input():
 Z = 4.0  # tolerance in standard errors for the statistical checks
 
 
-@pytest.fixture(scope="module")
-def surrogate_setting():
-    mdp = random_mdp(4, 3, rng=22, gamma=0.9, alpha=0.1)
-    rng = np.random.default_rng(8)
-    mu = softmax_policy(rng.normal(scale=0.5, size=(4, 3)))
-    pi = softmax_policy(rng.normal(scale=1.0, size=(4, 3)))
-    H, n = 10, 40_000
-    traj = sample_trajectories(mdp, mu, n, H, rng=9, target=pi)
-    A_mu = policy_quantities(mdp, mu, horizon=H).A           # (H, S, A)
-    adv = A_mu[np.arange(H), traj.states, traj.actions]
-    return mdp, pi, mu, H, traj, adv
-
-
 def test_single_step_estimates_the_surrogate_not_the_value(surrogate_setting):
     mdp, pi, mu, H, traj, adv = surrogate_setting
     est = single_step_is(traj.rewards, traj.log_rho, adv, gamma=mdp.gamma)
