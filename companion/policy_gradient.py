@@ -473,7 +473,8 @@ def surrogate_gradient(traj, logits, gamma, *, advantages=None, advantage_table=
     >>> surrogate_gradient(traj, np.zeros((3, 2)), mdp.gamma, advantage_table=A_mu).n
     50
 
-    See chapter 5 (the single-step surrogate).
+    The estimator behind the surrogate of :doc:`/book/per_step_weights`; used in
+    :doc:`/book/on_off_policy`.
     """
     pi, gamma = _check_traj(traj, logits, gamma)
     adv = _advantage_per_step(traj, advantages, advantage_table)
@@ -533,7 +534,7 @@ def surrogate_objective(mdp, pi, mu, horizon=None):
     >>> bool(np.isclose(surrogate_objective(mdp, mu, mu), policy_value(mdp, mu)))
     True
 
-    See chapter 5 (the surrogate objective).
+    Used in :doc:`/book/per_step_weights` (the surrogate objective, eq. (eq-perstep-surrogate)).
     """
     _check_mdp(mdp)
     pi = _check_policy(pi, mdp, "pi")
@@ -578,7 +579,7 @@ def surrogate_gradient_exact(mdp, logits, mu, horizon=None):
     >>> bool(np.allclose(g, policy_gradient_exact(mdp, theta)))
     True
 
-    See chapter 5.
+    Used in :doc:`/book/per_step_weights` (first-order agreement with :math:`\nabla J`).
     """
     _check_mdp(mdp)
     pi = softmax_policy(logits)

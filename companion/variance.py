@@ -1,16 +1,17 @@
 r"""Where the variance of importance weights comes from.
 
-Chapter 4 (the variance problem) explains the growth of the trajectory weight
+:doc:`/book/variance_problem` explains the growth of the trajectory weight
 :math:`w = \rho_{0:T-1} = \prod_{t=0}^{T-1} \rho_t` through its second moment. Under the behaviour
 policy one ratio has
 
 .. math::
 
-    \mathbb{E}_\mu[\rho^2] = \sum_a \frac{\pi(a)^2}{\mu(a)} = 1 + \chi^2(\pi \Vert \mu),
+    \mathbb{E}_\mu[\rho^2] = \sum_a \frac{\pi(a)^2}{\mu(a)} = 1 + \chi^2(\pi \Vert \mu).
 
-and for independent steps the moments multiply, :math:`\mathbb{E}_\mu[w^2] = (1 + \chi^2)^T`. In an
-MDP the steps are not independent, but the moment still obeys a linear recursion over states, which
-:func:`log_weight_moment` solves exactly.
+In an MDP the moment of the product obeys a linear recursion over states, which
+:func:`log_weight_moment` solves exactly; it lies between :math:`(1 + \min_s \chi^2_s)^T` and
+:math:`(1 + \max_s \chi^2_s)^T`, and equals :math:`(1 + \chi^2)^T` when every state has the same
+:math:`\chi^2` (independent steps, for instance).
 
 The functions:
 
@@ -18,11 +19,13 @@ The functions:
 * :func:`log_weight_moment`: exact :math:`\log \mathbb{E}_\mu[w^k]` on a tabular MDP.
 * :func:`population_ess_fraction`: the limit :math:`1/\mathbb{E}_\mu[w^2]` of the sample ESS/n,
   and the standard error of its logarithm at sample size n.
+* :func:`estimator_moments`: exact mean and variance of the per-episode term of the trajectory,
+  per-decision, doubly robust and single-step estimators on a tabular MDP.
 
 The single-ratio estimator of :doc:`/book/per_step_weights`, which avoids this growth, is
 :func:`companion.estimators.single_step_is`.
 
-See chapter 4 (the variance problem).
+Used in :doc:`/book/variance_problem` and :doc:`/book/per_step_weights`.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ def chi_square_divergence(pi, mu):
     >>> chi_square_divergence([[0.5, 0.5], [0.9, 0.1]], [[0.5, 0.5], [0.5, 0.5]]).round(4)
     array([0.  , 0.64])
 
-    See chapter 4 (the variance problem), eq. (eq-var-chi2).
+    Used in :doc:`/book/variance_problem`, eq. (eq-var-chi2).
     """
     p = _finite_array(pi, "pi")
     m = _finite_array(mu, "mu")
@@ -103,15 +106,17 @@ def log_weight_moment(mdp, pi, mu, horizon, order=2, *, per_horizon=False):
 
     .. math::
 
-        m_0 = \rho_0, \qquad
+        m_0 = d_0, \qquad
         m_{t+1}(s') = \sum_s m_t(s) \sum_a \mu(a \mid s) \Big(\frac{\pi(a \mid s)}{\mu(a \mid s)}
         \Big)^k P(s' \mid s, a) = (m_t K)(s'), \qquad
         \mathbb{E}_\mu[w^k] = \sum_s m_H(s),
 
     with :math:`K(s, s') = \sum_a \pi(a|s)^k \mu(a|s)^{1-k} P(s'|s,a)` (and :math:`K(s, s) = 1` for
-    terminal :math:`s`). For one state and :math:`k = 2`, :math:`K = 1 + \chi^2(\pi \Vert \mu)` and
-    :math:`\mathbb{E}_\mu[w^2] = (1 + \chi^2)^H`. The recursion is renormalised at every step, so
-    the result is exact in log space for any horizon.
+    terminal :math:`s`) and :math:`d_0` the initial distribution. For :math:`k = 2` the row sums of
+    :math:`K` are :math:`1 + \chi^2_s`, so :math:`(1 + \min_s \chi^2_s)^H \le \mathbb{E}_\mu[w^2]
+    \le (1 + \max_s \chi^2_s)^H` (without terminal states), with equality when every state has the
+    same :math:`\chi^2`; for one state, :math:`\mathbb{E}_\mu[w^2] = (1 + \chi^2)^H`. The recursion
+    is renormalised at every step, so the result is exact in log space for any horizon.
 
     Parameters
     ----------
@@ -146,7 +151,7 @@ def log_weight_moment(mdp, pi, mu, horizon, order=2, *, per_horizon=False):
     >>> round(float(np.exp(log_weight_moment(one_state, pi, mu, horizon=100))), 2)  # 1.04^100
     50.5
 
-    See chapter 4 (the variance problem), eq. (eq-var-second-moment).
+    Used in :doc:`/book/variance_problem`, eqs. (eq-var-moment-recursion) and (eq-var-bounds).
     """
     if not isinstance(mdp, TabularMDP):
         raise ValueError(f"mdp must be a companion.mdp.TabularMDP, got {type(mdp).__name__}")
@@ -235,7 +240,9 @@ def population_ess_fraction(mdp, pi, mu, horizon, n=None):
     >>> round(frac, 4), round(se, 3)   # 1 / 1.04^20
     (0.4564, 0.039)
 
-    See chapter 4 (the variance problem), eq. (eq-var-ess).
+    The delta method approximates the spread of a smooth function of sample means by a
+    first-order Taylor expansion around the population means. Used in
+    :doc:`/book/variance_problem`, eq. (eq-var-ess).
     """
     log_m2 = log_weight_moment(mdp, pi, mu, horizon, order=2)
     fraction = float(np.exp(-log_m2))
