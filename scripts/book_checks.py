@@ -157,10 +157,10 @@ READER_FOLDERS = ("book", "companion", "tests", "assignments")
 _TEXT_SUFFIXES = {".py", ".ipynb", ".md", ".yml", ".yaml", ".bib", ".txt", ".toml", ".cfg", ".rst",
                   ".json", ".html", ".css", ".js"}
 _SKIPPED_DIRS = {"_build", "__pycache__", ".ipynb_checkpoints", ".pytest_cache"}
-_OUTLINE = re.compile("out" + "line", re.I)   # spelt in two pieces so that this file passes
+_SOURCE_WORD = re.compile("out" + "line", re.I)   # spelt in two pieces so that this file passes
 
 
-def outline_problems(root: Path) -> list[str]:
+def unknown_source_problems(root: Path) -> list[str]:
     """Every line of a text file under ``book/``, ``companion/``, ``tests/`` or ``assignments/``
     that mentions an outline: the reader has only the book, the companion and the tests."""
     problems = []
@@ -173,9 +173,9 @@ def outline_problems(root: Path) -> list[str]:
                     or _SKIPPED_DIRS & set(path.relative_to(root).parts)):
                 continue
             for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-                if _OUTLINE.search(line):
+                if _SOURCE_WORD.search(line):
                     problems.append(f"{path.relative_to(root)}:{lineno}: mentions an "
-                                    f"{_OUTLINE.search(line).group(0).lower()}, which the reader "
+                                    f"{_SOURCE_WORD.search(line).group(0).lower()}, which the reader "
                                     "does not have")
     return problems
 

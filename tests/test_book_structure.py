@@ -137,7 +137,7 @@ def test_checks_catch_an_untagged_check_of_a_solution(broken_book):
 WORD = "out" + "line"
 
 
-def test_checks_catch_a_mention_of_an_outline(tmp_path):
+def test_checks_catch_a_mention_of_the_document_the_reader_lacks(tmp_path):
     (tmp_path / "book").mkdir()
     (tmp_path / "companion").mkdir()
     (tmp_path / "scripts").mkdir()
@@ -145,7 +145,8 @@ def test_checks_catch_a_mention_of_an_outline(tmp_path):
     (tmp_path / "companion" / "mod.py").write_text(f"def f():\n    \"\"\"The {WORD}'s form.\"\"\"\n")
     (tmp_path / "companion" / "clean.py").write_text("x = 1\n")
     (tmp_path / "scripts" / "tool.py").write_text(f"# {WORD}: scripts are not read by the reader\n")
-    problems = book_checks.outline_problems(tmp_path)
+    problems = book_checks.unknown_source_problems(tmp_path)
+    # the word is found whatever its case, and only under the folders that the reader sees
     assert [p.split(": ")[0] for p in problems] == ["book/chapter.md:3", "companion/mod.py:2"]
 
 
