@@ -13,9 +13,12 @@ private variant.) For each master notebook ``assignments/<name>/<name>.ipynb`` i
    process: outside any student's notebook;
 3. runs every test cell against that namespace (so a build fails if the reference solution fails
    a test) and, in hidden tests, replaces the value of every assignment whose line ends with
-   ``# stored`` by the value it had, written into the test as a literal. The autograder then
-   compares a submission with numbers computed when it was built, not with a function that the
-   student's notebook could reach or change;
+   ``# stored`` by the value it had, written into the test as a literal, and removes the test's
+   helper functions named ``_build_*`` (used by those lines only). The autograder then compares a
+   submission with numbers computed when it was built, not with a function that the student's
+   notebook could reach or change, and its hidden tests need neither the companion package nor
+   its version at grading time (a hidden test may use the companion on ``# stored`` lines and in
+   ``_build_*`` helpers only; the build checks this);
 4. adds to every autograded question a hidden test, ``own-work``, that fails if one of the
    question's graded functions (the functions its solution defines) uses the ``companion``
    package, directly or through a helper defined in the notebook;
@@ -41,6 +44,7 @@ import re
 import shutil
 import sys
 import tempfile
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +58,7 @@ ASSIGNMENTS = ROOT / "assignments"
 NAMES = ["offpolicy_gradient", "estimators", "variance", "weighted_is", "ppo", "trpo", "traces"]
 PACKAGE = "companion"
 STORED = "# stored"
+BUILD_HELPER = "_build_"
 LABEL = re.compile(r"#\s*([a-z][a-z0-9-]*):\s")
 HIDDEN = re.compile(r"\bhidden\b", re.IGNORECASE)
 SEED_CALL = re.compile(r"\b(default_rng|manual_seed)\(\s*(\d+)\s*\)")
@@ -197,6 +202,12 @@ def test_label(source: str) -> str | None:
     return LABEL.match(lines[1]).group(1) if len(lines) > 1 and LABEL.match(lines[1]) else None
 
 
+def without_comments(source: str) -> str:
+    """``source`` with its comments removed (strings kept)."""
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    return tokenize.untokenize((t.type, t.string) for t in tokens if t.type != tokenize.COMMENT)
+
+
 def term_seed(seed: int, k: int) -> int:
     """The seed that replaces ``k`` in a term built with ``seed``."""
     return int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
@@ -300,17 +311,26 @@ def run_test(source: str, namespace: dict, where: str) -> str:
             exec(compile(tree, where, "exec"), env)
     except Exception as err:
         raise RuntimeError(f"{where}: the reference solution fails this test: {err!r}\n{source}") from err
-    if not sites:
+    helpers = [n for n in ast.parse(source).body
+               if isinstance(n, ast.FunctionDef) and n.name.startswith(BUILD_HELPER)]
+    if not sites and not helpers:
         return source
     at = _offsets(source)
-    out, header = source, []
-    for i, site in reversed(list(enumerate(sites))):
+    splices, header = [], []
+    for i, site in enumerate(sites):
         if not values[i]:
             raise RuntimeError(f"{where}: the stored value on line {site.lineno} was never computed")
-        a, b = at(site.lineno, site.col_offset), at(site.end_lineno, site.end_col_offset)
         one = len(values[i]) == 1
-        out = out[:a] + (f"_stored_{i}" if one else f"_stored_{i}.pop(0)") + out[b:]
-        header.insert(0, f"_stored_{i} = {literal(values[i][0]) if one else literal(values[i])}")
+        splices.append((at(site.lineno, site.col_offset), at(site.end_lineno, site.end_col_offset),
+                        f"_stored_{i}" if one else f"_stored_{i}.pop(0)"))
+        header.append(f"_stored_{i} = {literal(values[i][0]) if one else literal(values[i])}")
+    for node in helpers:  # used by stored lines only: not part of the autograder's test
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        splices.append((at(first, 0), at(node.end_lineno, node.end_col_offset), ""))
+    out = source
+    for a, b, text in sorted(splices, reverse=True):
+        out = out[:a] + text + out[b:]
+    out = re.sub(r"\n{3,}", "\n\n\n", out)
     lines = out.splitlines()
     k = 0
     while k < len(lines) and lines[k].lstrip().startswith("#"):
@@ -368,7 +388,7 @@ def generate(name: str, seed: int | None = None, source: Path | None = None):
             labels.add(label)
             new = run_test(src, namespace, f"{name} {q.name} cell {i}")
             if hidden:
-                if re.search(rf"\bcp\.|\b{PACKAGE}\b", new):
+                if re.search(rf"\bcp\.|\b{PACKAGE}\b", without_comments(new)):
                     raise ValueError(f"{name} {q.name}: a hidden test uses the {PACKAGE} package "
                                      f"outside its '{STORED}' lines:\n{src}")
                 nb.cells[i].source = new

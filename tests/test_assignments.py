@@ -63,6 +63,46 @@ class Mistake:
 
 
 MISTAKES = {
+    "offpolicy_gradient": [
+        Mistake("q1", "random", "the stale estimate: no ratio",
+                "rho = np.exp(log_pi[actions] - np.asarray(logp_behavior, dtype=float))",
+                "rho = np.ones(len(actions))"),
+        Mistake("q1", "random", "the ratio upside down: mu / pi",
+                "rho = np.exp(log_pi[actions] - np.asarray(logp_behavior, dtype=float))",
+                "rho = np.exp(np.asarray(logp_behavior, dtype=float) - log_pi[actions])"),
+        Mistake("q1", "large-logits", "softmax without the max shift: exp(900) overflows",
+                "z = logits - logits.max()", "z = logits"),
+        Mistake("q2", "random", "pi subtracted in every state's row, not only in the row of s",
+                "return in_state * (np.eye(A)[actions][..., None, :] - pi[states][..., None, :])",
+                "return in_state * np.eye(A)[actions][..., None, :] - pi"),
+        Mistake("q2", "large-logits", "softmax without the max shift: exp(900) overflows",
+                "z = np.exp(logits - logits.max(axis=1, keepdims=True))", "z = np.exp(logits)"),
+        Mistake("q2", "random", "softmax normalised over the states instead of the actions",
+                "pi = z / z.sum(axis=1, keepdims=True)", "pi = z / z.sum(axis=0, keepdims=True)"),
+        Mistake("q3", "random", "the discount restarts at each step: gamma^(t' - t) instead of gamma^t'",
+                "coef = prefix * to_go", "coef = prefix * to_go / gamma ** np.arange(r.shape[1])"),
+        Mistake("q3", "random zero-ratio", "the ratio of step t alone instead of the product from step 0",
+                "prefix = np.exp(np.cumsum(lr, axis=1))", "prefix = np.exp(lr)"),
+        Mistake("q3", "random", "padding removed by multiplying by the mask: 0 * nan is nan",
+                "g = np.where(m[..., None], np.asarray(scores, dtype=float), 0.0)",
+                "g = np.asarray(scores, dtype=float) * m[..., None]"),
+        Mistake("q3", "zero-ratio", "the per-decision weights (up to t') in place of the prefix weight up to t",
+                "coef = prefix * to_go",
+                "coef = np.flip(np.cumsum(np.flip(prefix * disc_r, axis=1), axis=1), axis=1)"),
+        Mistake("q4", "mdp random zero-ratio", "the prefix weight up to t instead of up to t'",
+                "coef = np.flip(np.cumsum(np.flip(prefix * disc_r, axis=1), axis=1), axis=1)",
+                "coef = prefix * np.flip(np.cumsum(np.flip(disc_r, axis=1), axis=1), axis=1)"),
+        Mistake("q4", "random", "the ratio of step t' left out of the weight of reward t'",
+                "prefix = np.exp(np.cumsum(lr, axis=1))", "prefix = np.exp(np.cumsum(lr, axis=1) - lr)"),
+        Mistake("q4", "mdp", "rewards not discounted",
+                "disc_r = r * gamma ** np.arange(r.shape[1])", "disc_r = r"),
+        Mistake("q5", "random", "the standard deviation with ddof=0",
+                "terms.std(axis=0, ddof=1)", "terms.std(axis=0)"),
+        Mistake("q5", "random", "the standard deviation used as the standard error (no square root of n)",
+                " / np.sqrt(terms.shape[0])", ""),
+        Mistake("q5", "zero-spread", "a plain division: 0 / 0 gives nan",
+                "return np.where(diff == 0, 0.0, z)", "return z"),
+    ],
     "estimators": [
         Mistake("q1", "padding", "padding handled by multiplying by the mask (0 * inf is nan)",
                 "rewards = np.where(mask, rewards, 0.0)", "rewards = rewards * mask"),
@@ -169,6 +209,34 @@ MISTAKES = {
 # Each is a correct answer, so only the own-work test can (and must) stop it. A function the
 # companion has no version of is answered correctly by hand (its question has another that calls).
 COMPANION = {
+    "offpolicy_gradient": {
+        "stale_batch_gradient": """
+    batch = cp.bandits.BanditBatch(np.asarray(actions), np.asarray(rewards, dtype=float),
+                                   np.asarray(logp_behavior, dtype=float))
+    return cp.bandit_gradient(batch, logits).estimate""",
+        "softmax_scores": """
+    return cp.score_function(logits, states, actions)""",
+        "prefix_weighted_gradient": """
+    m = np.asarray(mask, dtype=bool)
+    g = np.where(m[..., None], scores, 0.0)
+    r = np.where(m, rewards, 0.0) * gamma ** np.arange(m.shape[1])
+    prefix = np.exp(cp.per_decision_log_weights(np.where(m, log_rho, 0.0)))
+    to_go = np.flip(np.cumsum(np.flip(r, axis=1), axis=1), axis=1)
+    return np.einsum("nt,ntp->np", prefix * to_go, g)""",
+        "per_decision_gradient": """
+    m = np.asarray(mask, dtype=bool)
+    g = np.where(m[..., None], scores, 0.0)
+    r = np.where(m, rewards, 0.0) * gamma ** np.arange(m.shape[1])
+    prefix = np.exp(cp.per_decision_log_weights(np.where(m, log_rho, 0.0)))
+    to_go = np.flip(np.cumsum(np.flip(prefix * r, axis=1), axis=1), axis=1)
+    return np.einsum("nt,ntp->np", to_go, g)""",
+        "z_scores": """
+    terms = np.asarray(terms, dtype=float)
+    diff = terms.mean(axis=0) - exact
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = diff / (terms.std(axis=0, ddof=1) / np.sqrt(len(terms)))
+    return np.where(diff == 0, 0.0, z)""",
+    },
     "estimators": {
         "discounted_returns": """
     r = np.where(mask, rewards, 0.0) if mask is not None else np.asarray(rewards, dtype=float)
@@ -478,15 +546,23 @@ def test_untouched_student_notebook_scores_zero(graded, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_answers_that_call_the_companion_score_zero(graded, name):
-    """Correct answers that call the companion: every test passes but own-work, so 0 points."""
+    """Correct answers that call the companion: every test passes but own-work, so 0 points. A
+    question whose answers are written by hand (the companion has no version of them) keeps its
+    points: the own-work test does not reject honest code."""
     result = get(graded, name, "in-process", "companion")
     questions = autograded(graded, name)
     assert set(COMPANION[name]) == {f for q in questions.values() for f in q["functions"]}
+    calls = 0
     for q, info in questions.items():
-        assert any("cp." in COMPANION[name][f] for f in info["functions"]), f"{q}: no companion call"
-        assert result.points[q][0] == 0, f"{name} {q}: answers that call the companion earn points"
         failed = {c["label"] for c, ok in zip(info["cases"], result.cases[q], strict=True) if not ok}
-        assert failed == {"own-work"}, f"{name} {q}: tests failed by the companion answers: {failed}"
+        if any("cp." in COMPANION[name][f] for f in info["functions"]):
+            calls += 1
+            assert result.points[q][0] == 0, f"{name} {q}: answers that call the companion earn points"
+            assert failed == {"own-work"}, f"{name} {q}: tests failed by the companion answers: {failed}"
+        else:
+            assert not failed and result.points[q][0] == result.points[q][1], \
+                f"{name} {q}: honest answers fail {failed}"
+    assert calls >= len(questions) - 1
 
 
 @pytest.mark.parametrize("name", NAMES)
