@@ -203,6 +203,30 @@ MISTAKES = {
         Mistake("q3", "kl", "returns the old parameters on success",
                 "return theta, True, k", "return theta_old, True, k"),
     ],
+    "weighted_is": [
+        Mistake("q1", "random", "weighted estimate normalised by the number of episodes, not the sum of the weights",
+                "np.divide(sum_wg, sum_w, out=weighted, where=sum_w > 0)", "weighted = ordinary.copy()"),
+        Mistake("q1", "leading-zeros", "0 / 0 left as nan while every weight so far is 0",
+                "weighted = np.zeros_like(sum_wg)\n    np.divide(sum_wg, sum_w, out=weighted, where=sum_w > 0)",
+                "weighted = sum_wg / sum_w"),
+        Mistake("q1", "random", "ordinary estimate divided by the number of episodes of positive weight",
+                "ordinary = sum_wg / np.arange(1, len(w) + 1)",
+                "ordinary = sum_wg / np.maximum(np.cumsum(w > 0), 1)"),
+        Mistake("q2", "random", "C updated after V: the first positive weight divides by 0",
+                "C += w[k]\n        if w[k] > 0:\n            V += w[k] / C * (G[k] - V)",
+                "if w[k] > 0:\n            V += w[k] / C * (G[k] - V)\n        C += w[k]"),
+        Mistake("q2", "start", "updates on zero weights too: 0 / 0 before the first positive weight",
+                "if w[k] > 0:\n            V +=", "V +="),
+        Mistake("q2", "start", "v0 ignored: the estimate starts at 0",
+                "C, V = 0.0, float(v0)", "C, V = 0.0, 0.0"),
+        Mistake("q2", "random", "the old estimate not subtracted: V += w / C * G",
+                "V += w[k] / C * (G[k] - V)", "V += w[k] / C * G[k]"),
+        Mistake("q3", "random", "the squared error of the average estimate (the squared bias only)",
+                "return np.mean((estimates - v_true) ** 2, axis=0)",
+                "return (np.mean(estimates, axis=0) - v_true) ** 2"),
+        Mistake("q3", "random", "the mean over the episodes instead of over the runs",
+                "** 2, axis=0)", "** 2, axis=1)"),
+    ],
 }
 
 # Submissions that do not do the work: every graded function calls the companion's version of it.
@@ -236,6 +260,16 @@ COMPANION = {
     with np.errstate(divide="ignore", invalid="ignore"):
         z = diff / (terms.std(axis=0, ddof=1) / np.sqrt(len(terms)))
     return np.where(diff == 0, 0.0, z)""",
+    },
+    "weighted_is": {
+        "running_estimates": """
+    est = cp.running_estimates(w, G)
+    return est.ordinary, est.weighted""",
+        "incremental_wis": """
+    est = cp.running_estimates(w, G).weighted
+    return np.where(np.cumsum(w) > 0, est, float(v0))""",
+        "mse_by_episode": """
+    return np.mean((np.asarray(estimates, dtype=float) - v_true) ** 2, axis=0)""",
     },
     "estimators": {
         "discounted_returns": """
