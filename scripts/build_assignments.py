@@ -184,11 +184,15 @@ def parse(nb) -> list[Question]:
 
 
 def graded_functions(nb, q: Question) -> list[str]:
-    """The functions a question's solution defines at the top level of its cells."""
+    """The functions students write for a question: the top-level functions of its solution
+    cells whose body holds a ``# BEGIN SOLUTION`` line (other functions there are given)."""
     names = []
     for i in q.solution_cells:
-        tree = ast.parse(nb.cells[i].source)
-        names += [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+        source = nb.cells[i].source
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef) and re.search(
+                    r"^\s*#\s*BEGIN SOLUTION", ast.get_source_segment(source, node), re.M):
+                names.append(node.name)
     return names
 
 

@@ -227,12 +227,72 @@ MISTAKES = {
         Mistake("q3", "random", "the mean over the episodes instead of over the runs",
                 "** 2, axis=0)", "** 2, axis=1)"),
     ],
+    "traces": [
+        Mistake("q1", "episode-ends stop-at-ends", "Retrace traces not stopped at episode ends",
+                "cont = (1.0 - dones[t]) * c[t + 1] * (targets[t + 1] - q_taken[t + 1])",
+                "cont = c[t + 1] * (targets[t + 1] - q_taken[t + 1])"),
+        Mistake("q1", "episode-ends", "the ratio of the evaluated action: c_t instead of c_t+1",
+                "c[t + 1] * (targets", "c[t] * (targets"),
+        Mistake("q1", "episode-ends lambda-zero", "no truncation: c = lam * rho",
+                "c = lam * np.exp(np.minimum(0.0, np.asarray(log_rho, dtype=float)))",
+                "c = lam * np.exp(np.asarray(log_rho, dtype=float))"),
+        Mistake("q1", "lambda-zero", "lambda left out of the trace", "c = lam * np.exp(", "c = np.exp("),
+        Mistake("q2", "episode-ends stop-at-ends", "V-trace traces not stopped at episode ends",
+                "gamma * (1.0 - dones[t]) * c[t]", "gamma * c[t]"),
+        Mistake("q2", "episode-ends", "the two levels swapped: c_bar on the TD error, rho_bar on the trace",
+                "rho_t = np.exp(np.minimum(log_rho, np.log(rho_bar)))\n    c = np.exp(np.minimum(log_rho, np.log(c_bar)))",
+                "rho_t = np.exp(np.minimum(log_rho, np.log(c_bar)))\n    c = np.exp(np.minimum(log_rho, np.log(rho_bar)))"),
+        Mistake("q2", "episode-ends", "the trace uses the next step's ratio c_t+1 (Retrace's convention)",
+                "* c[t] * (vs[t + 1]", "* c[t + 1] * (vs[t + 1]"),
+        Mistake("q2", "episode-ends", "the current ratio not truncated: rho_t instead of min(rho_bar, rho_t)",
+                "rho_t = np.exp(np.minimum(log_rho, np.log(rho_bar)))", "rho_t = np.exp(log_rho)"),
+        Mistake("q3", "random", "not normalised", "return w / w.sum(axis=1, keepdims=True)", "return w"),
+        Mistake("q3", "random", "the roles swapped: min(rho_bar * pi, mu)",
+                "np.minimum(rho_bar * np.where(mu > 0, mu, 1.0), pi)", "np.minimum(rho_bar * pi, mu)"),
+        Mistake("q3", "unsupported", "inf * 0 is nan where the behaviour never takes an action",
+                "w = np.where(mu > 0, np.minimum(rho_bar * np.where(mu > 0, mu, 1.0), pi), 0.0)",
+                "w = np.minimum(rho_bar * mu, pi)"),
+        Mistake("q3", "random", "normalised over the states instead of the actions",
+                "w.sum(axis=1, keepdims=True)", "w.sum(axis=0, keepdims=True)"),
+    ],
 }
 
 # Submissions that do not do the work: every graded function calls the companion's version of it.
 # Each is a correct answer, so only the own-work test can (and must) stop it. A function the
 # companion has no version of is answered correctly by hand (its question has another that calls).
+# The trace questions take rollouts (T, N) with episode ends; the companion takes one episode per
+# row: a student calling it first cuts the rollout into episodes.
+_SPLIT = """
+    T, N = np.shape(dones)
+    ends = [[t + 1 for t in range(T - 1) if dones[t][j]] for j in range(N)]
+    rows = [(j, a, b) for j in range(N) for a, b in zip([0] + ends[j], ends[j] + [T], strict=True)]
+    width = max(b - a for _, a, b in rows)
+
+    def pad(x):
+        out = np.zeros((len(rows), width))
+        for i, (j, a, b) in enumerate(rows):
+            out[i, : b - a] = np.asarray(x, dtype=float)[a:b, j]
+        return out
+
+    def unpad(y):
+        out = np.zeros((T, N))
+        for i, (j, a, b) in enumerate(rows):
+            out[a:b, j] = y[i, : b - a]
+        return out
+
+    mask = pad(np.ones((T, N))) > 0"""
+
 COMPANION = {
+    "traces": {
+        "retrace_targets": _SPLIT + """
+    return unpad(cp.retrace_targets(pad(rewards), pad(q_taken), pad(v_next), pad(log_rho), gamma, lam,
+                                    mask=mask))""",
+        "vtrace_targets": _SPLIT + """
+    return unpad(cp.vtrace_targets(pad(rewards), pad(values), pad(next_values), pad(log_rho), gamma,
+                                   rho_bar=rho_bar, c_bar=c_bar, mask=mask).vs)""",
+        "vtrace_policy": """
+    return cp.vtrace_policy(pi, mu, rho_bar)""",
+    },
     "offpolicy_gradient": {
         "stale_batch_gradient": """
     batch = cp.bandits.BanditBatch(np.asarray(actions), np.asarray(rewards, dtype=float),
