@@ -471,14 +471,15 @@ def graded(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("dist")
     try:
         builds = {}
-        for name in NAMES:
-            try:
-                builds[name] = results[(name, "built")] = build(name, out)
-            except Exception as err:  # reported by every test of this assignment
-                results[(name, "built")] = err
-        # fork: the workers inherit the imported otter; kernels are started only in the workers
+        # fork: the workers inherit the imported otter; kernels are started only in the workers.
+        # Each assignment's kernels start as soon as it is built; the rest runs in this process.
         with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
-            for name, b in builds.items():
+            for name in NAMES:
+                try:
+                    b = builds[name] = results[(name, "built")] = build(name, out)
+                except Exception as err:  # reported by every test of this assignment
+                    results[(name, "built")] = err
+                    continue
                 for label, nb in (("solution", b.solution), ("student", b.student)):
                     futures[(name, "otter", label)] = pool.submit(
                         grade_with_otter, b.zip, nb, b.workdir / f"results-{label}")
@@ -689,17 +690,94 @@ def test_every_hidden_test_catches_a_mistake(graded, name):
         assert hidden <= named, f"{name} {q}: hidden tests that no mistake fails: {hidden - named}"
 
 
-def test_a_term_seed_changes_the_hidden_inputs_and_their_expected_values():
-    """``make assignments SEED=...``: new random inputs and stored values; public tests unchanged."""
-    base_nb, base = ba.generate("variance")
-    term_nb, term = ba.generate("variance", seed=20270101)
-    assert term["seed"] == 20270101 and base["seed"] is None
+TERM_SEED = 20270101
+
+
+@pytest.fixture(scope="module")
+def term_variant(tmp_path_factory) -> dict:
+    """Every assignment built with a term seed, its solution and mistakes graded in-process."""
+    out, results = tmp_path_factory.mktemp("term"), {}
+    for name in NAMES:
+        try:
+            manifest = ba.build(name, out, seed=TERM_SEED, run_tests=False)
+            zips = sorted((out / name / "autograder").glob("*.zip"))
+            b = Built(name, zips[0], out / name / "autograder" / f"{name}.ipynb",
+                      out / name / "student" / f"{name}.ipynb", out / name, manifest,
+                      extract_tests(zips[0], out / name / "unpacked"))
+            results[name] = [grade_in_process(b.solution, b.tests)] + [
+                grade_in_process(with_mistakes(b, group, f"term{i}"), b.tests)
+                for i, group in enumerate(rounds(MISTAKES[name]))]
+        except Exception as err:
+            results[name] = err
+    return results
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_term_seed_changes_only_the_hidden_inputs(name):
+    """``make assignments SEED=...``: new random inputs (and stored values) in the hidden tests;
+    the prompts, solutions and public tests stay as they are."""
+    base_nb, base = ba.generate(name)
+    term_nb, term = ba.generate(name, seed=TERM_SEED)
+    assert term["seed"] == TERM_SEED and base["seed"] is None
     changed = 0
     for a, b in zip(base_nb.cells, term_nb.cells, strict=True):
-        if a.cell_type != "code" or a.source == b.source:
+        if a.source == b.source:
             continue
-        assert ba.is_hidden(a.source), "only hidden tests may change with the term seed"
-        seeds_a, seeds_b = ba.SEED_CALL.findall(a.source), ba.SEED_CALL.findall(b.source)
-        assert seeds_a and len(seeds_a) == len(seeds_b) and seeds_a != seeds_b
+        assert a.cell_type == "code" and ba.is_hidden(a.source), "only hidden tests may change"
         changed += 1
-    assert changed >= 2
+    seeded = [c.source for c in master(name).cells
+              if c.cell_type == "code" and ba.is_hidden(c.source) and ba.SEED_CALL.search(c.source)]
+    assert changed == len(seeded) >= 1   # every hidden test with random inputs, and only those
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_term_variant_grades_like_the_master(term_variant, name):
+    """With a term seed too, the solution scores full marks and every mistake loses its question."""
+    result = term_variant[name]
+    if isinstance(result, BaseException):
+        raise result
+    solution, *graded_rounds = result
+    assert all(s == m for s, m in solution.points.values()), solution.points
+    for group, scores in zip(rounds(MISTAKES[name]), graded_rounds, strict=True):
+        for m in group:
+            assert scores.points[m.question][0] == 0, f"{name} {m.question}: '{m.what}' keeps its points"
+
+
+# ---------------------------------------------------------------------------------------------
+# the documentation and the Makefile
+
+
+def test_make_assignments_builds_every_assignment():
+    make = (ROOT / "Makefile").read_text()
+    listed = re.search(r"^ASSIGNMENTS \?= (.*)$", make, re.M)
+    assert listed and listed.group(1).split() == ba.NAMES
+
+
+def doc_row(text: str, name: str) -> list[str]:
+    rows = [line for line in text.splitlines() if re.match(rf"^\| `{name}[`/]", line)]
+    assert len(rows) == 1, f"{len(rows)} rows for {name}"
+    return [cell.strip() for cell in rows[0].strip("|").split("|")]
+
+
+@pytest.mark.parametrize("doc", ["book/instructors.md", "assignments/README.md"])
+@pytest.mark.parametrize("name", ba.NAMES)
+def test_docs_list_every_assignment_with_its_points(doc, name):
+    """Both tables list the assignment, the points of its questions in order and its total
+    (hand-graded questions included), and the chapters it builds on: as {doc} links in the book,
+    by title in the README, never by number."""
+    questions = ba.parse(master(name))
+    points = [int(q.config["points"]) for q in questions]
+    _, chapters, listed, total = doc_row((ROOT / doc).read_text(), name)
+    assert [int(p) for p in re.findall(r"\((\d+)", listed)] == points
+    assert int(re.match(r"\d+", total).group()) == sum(points)
+    assert not re.search(r"chapter \d|\bch\. ?\d", chapters, re.I)
+    if doc.startswith("book"):
+        assert re.fullmatch(r"(\{doc\}`\w+`(, )?)+", chapters)
+    else:
+        assert chapters and "{doc}" not in chapters
+
+
+@pytest.mark.parametrize("name", ba.NAMES)
+def test_notebooks_refer_to_chapters_by_title(name):
+    text = "\n".join(c.source for c in master(name).cells if c.cell_type == "markdown")
+    assert not re.search(r"\bchapters? \d", text, re.I)
