@@ -9,14 +9,19 @@ and grades, all in one module-scoped fixture:
   student notebook, which must score 0;
 * in this process, with the autograder's own test files and otter's scoring
   (``tests/assignment_grading.py``), meanwhile: the same two notebooks (both graders must agree),
-  a submission whose graded functions call the ``companion`` package (0 on every question), and
-  the solution with typical mistakes substituted in (small textual substitutions, each checked to
-  match exactly once in the cell that defines the question's function). Mistakes are graded in
+  a submission whose graded functions call the ``companion`` package (0 on every such question),
+  and the solution with typical mistakes substituted in (small textual substitutions, each checked
+  to match exactly once in the cell that defines the question's function). Mistakes are graded in
   rounds of at most one per question; each must lose exactly its question's points and fail the
-  hidden test it names, and every hidden test must be the one named by at least one mistake.
+  hidden tests it names, and every hidden test must be named by at least one mistake.
 
-Needs otter-grader (``pip install -r requirements-instructor.txt``); skipped without it, except
-under CI (``CI`` set), where a missing otter is an error.
+A second fixture builds every assignment with a term seed (``make assignments SEED=...``) and
+grades its solution and mistakes again. The last tests check the points tables of the notebooks
+and of the documentation, and the Makefile's list of assignments.
+
+``ASSIGNMENTS="ppo trpo"`` in the environment restricts the run (``make test-assignments
+ASSIGNMENTS="ppo trpo"``). Needs otter-grader (``pip install -r requirements-instructor.txt``);
+skipped without it, except under CI (``CI`` set), where a missing otter is an error.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from assignment_grading import extract_tests, grade_in_process, grade_with_otter
 ASSIGNMENTS = ROOT / "assignments"
 # ASSIGNMENTS="ppo trpo" restricts the run (make test-assignments ASSIGNMENTS="ppo trpo").
 NAMES = [n for n in os.environ.get("ASSIGNMENTS", "").split() if n in ba.NAMES] or ba.NAMES
+TERM_SEED = 20270101   # a term's variant, as make assignments SEED=20270101 builds it
 
 
 @dataclass(frozen=True)
@@ -398,9 +404,9 @@ class Built:
     tests: Path
 
 
-def build(name: str, out: Path) -> Built:
+def build(name: str, out: Path, seed: int | None = None) -> Built:
     """``build_assignments`` without otter's own run of the tests (the grading below checks them)."""
-    manifest = ba.build(name, out, run_tests=False)
+    manifest = ba.build(name, out, seed=seed, run_tests=False)
     target = out / name
     zips = sorted((target / "autograder").glob(f"{name}-autograder_*.zip"))
     assert len(zips) == 1, zips
@@ -493,6 +499,15 @@ def graded(tmp_path_factory) -> dict:
                         results[(name, "in-process", label)] = grade_in_process(make(), b.tests)
                     except Exception as err:
                         results[(name, "in-process", label)] = err
+            term = tmp_path_factory.mktemp("term")   # the same with a term seed, still in-process
+            for name in builds:
+                try:
+                    b = results[(name, "term-built")] = build(name, term, seed=TERM_SEED)
+                    results[(name, "term")] = [grade_in_process(b.solution, b.tests)] + [
+                        grade_in_process(with_mistakes(b, group, f"term{i}"), b.tests)
+                        for i, group in enumerate(rounds(MISTAKES[name]))]
+                except Exception as err:
+                    results[(name, "term")] = err
             for key, future in futures.items():
                 try:
                     results[key] = future.result()
@@ -690,53 +705,30 @@ def test_every_hidden_test_catches_a_mistake(graded, name):
         assert hidden <= named, f"{name} {q}: hidden tests that no mistake fails: {hidden - named}"
 
 
-TERM_SEED = 20270101
-
-
-@pytest.fixture(scope="module")
-def term_variant(tmp_path_factory) -> dict:
-    """Every assignment built with a term seed, its solution and mistakes graded in-process."""
-    out, results = tmp_path_factory.mktemp("term"), {}
-    for name in NAMES:
-        try:
-            manifest = ba.build(name, out, seed=TERM_SEED, run_tests=False)
-            zips = sorted((out / name / "autograder").glob("*.zip"))
-            b = Built(name, zips[0], out / name / "autograder" / f"{name}.ipynb",
-                      out / name / "student" / f"{name}.ipynb", out / name, manifest,
-                      extract_tests(zips[0], out / name / "unpacked"))
-            results[name] = [grade_in_process(b.solution, b.tests)] + [
-                grade_in_process(with_mistakes(b, group, f"term{i}"), b.tests)
-                for i, group in enumerate(rounds(MISTAKES[name]))]
-        except Exception as err:
-            results[name] = err
-    return results
-
-
 @pytest.mark.parametrize("name", NAMES)
-def test_a_term_seed_changes_only_the_hidden_inputs(name):
-    """``make assignments SEED=...``: new random inputs (and stored values) in the hidden tests;
-    the prompts, solutions and public tests stay as they are."""
-    base_nb, base = ba.generate(name)
-    term_nb, term = ba.generate(name, seed=TERM_SEED)
-    assert term["seed"] == TERM_SEED and base["seed"] is None
-    changed = 0
-    for a, b in zip(base_nb.cells, term_nb.cells, strict=True):
-        if a.source == b.source:
+def test_a_term_seed_changes_only_the_hidden_inputs(graded, name):
+    """``make assignments SEED=...``: the hidden tests that draw random inputs get new ones (and new
+    stored values); the student notebook, the public tests and the other hidden tests stay."""
+    base, term = get(graded, name, "built"), get(graded, name, "term-built")
+    assert term.manifest["seed"] == TERM_SEED and base.manifest["seed"] is None
+    student = [nbformat.read(b.student, as_version=4) for b in (base, term)]
+    assert [c.source for c in student[0].cells] == [c.source for c in student[1].cells]
+    seeded = {(q.name, ba.test_label(master(name).cells[i].source)) for q in ba.parse(master(name))
+              for i in q.test_cells if ba.is_hidden(master(name).cells[i].source)
+              and ba.SEED_CALL.search(master(name).cells[i].source)}
+    assert seeded, "no hidden test draws random inputs"
+    base_cases, term_cases = cases_of(base), cases_of(term)
+    for q, info in base.manifest["questions"].items():
+        if info["manual"]:
             continue
-        assert a.cell_type == "code" and ba.is_hidden(a.source), "only hidden tests may change"
-        changed += 1
-    seeded = [c.source for c in master(name).cells
-              if c.cell_type == "code" and ba.is_hidden(c.source) and ba.SEED_CALL.search(c.source)]
-    assert changed == len(seeded) >= 1   # every hidden test with random inputs, and only those
+        for c, a, b in zip(info["cases"], base_cases[q], term_cases[q], strict=True):
+            assert (a["code"] != b["code"]) == ((q, c["label"]) in seeded), f"{q} {c['label']}"
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_a_term_variant_grades_like_the_master(term_variant, name):
+def test_a_term_variant_grades_like_the_master(graded, name):
     """With a term seed too, the solution scores full marks and every mistake loses its question."""
-    result = term_variant[name]
-    if isinstance(result, BaseException):
-        raise result
-    solution, *graded_rounds = result
+    solution, *graded_rounds = get(graded, name, "term")
     assert all(s == m for s, m in solution.points.values()), solution.points
     for group, scores in zip(rounds(MISTAKES[name]), graded_rounds, strict=True):
         for m in group:
