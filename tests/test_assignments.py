@@ -6,7 +6,8 @@ and grades, all in one module-scoped fixture:
 
 * with ``otter run`` itself (a Jupyter kernel per notebook, two at a time in forked workers): the
   solution notebook, which must score full marks on every autograded question, and the untouched
-  student notebook, which must score 0;
+  student notebook, which must score 0; for one assignment (``ALSO_WITH_OTTER``) also the cheat
+  and a round of mistakes below;
 * in this process, with the autograder's own test files and otter's scoring
   (``tests/assignment_grading.py``), meanwhile: the same two notebooks (both graders must agree),
   a submission whose graded functions call the ``companion`` package (0 on every such question),
@@ -53,6 +54,9 @@ ASSIGNMENTS = ROOT / "assignments"
 # ASSIGNMENTS="ppo trpo" restricts the run (make test-assignments ASSIGNMENTS="ppo trpo").
 NAMES = [n for n in os.environ.get("ASSIGNMENTS", "").split() if n in ba.NAMES] or ba.NAMES
 TERM_SEED = 20270101   # a term's variant, as make assignments SEED=20270101 builds it
+# Submissions graded by otter run as well as in-process (both must agree), beyond every
+# assignment's solution and untouched student notebook: one assignment's cheat and mistakes.
+ALSO_WITH_OTTER = {"estimators": ("companion", "round 0")}
 
 
 @dataclass(frozen=True)
@@ -496,9 +500,14 @@ def graded(tmp_path_factory) -> dict:
                     jobs[f"round {i}"] = lambda b=b, g=group, i=i: with_mistakes(b, g, f"round{i}")
                 for label, make in jobs.items():
                     try:
-                        results[(name, "in-process", label)] = grade_in_process(make(), b.tests)
+                        notebook = make()
+                        results[(name, "in-process", label)] = grade_in_process(notebook, b.tests)
                     except Exception as err:
                         results[(name, "in-process", label)] = err
+                        continue
+                    if label in ALSO_WITH_OTTER.get(name, ()):
+                        futures[(name, "otter", label)] = pool.submit(
+                            grade_with_otter, b.zip, notebook, b.workdir / f"results-{label}")
             term = tmp_path_factory.mktemp("term")   # the same with a term seed, still in-process
             for name in builds:
                 try:
@@ -673,6 +682,16 @@ def test_answers_that_call_the_companion_score_zero(graded, name):
             assert not failed and result.points[q][0] == result.points[q][1], \
                 f"{name} {q}: honest answers fail {failed}"
     assert calls >= len(questions) - 1
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n in ALSO_WITH_OTTER])
+def test_otter_run_agrees_with_the_in_process_grading(graded, name):
+    """Otter's own grading of a cheat and of mistakes gives the scores the in-process grader gives
+    (and which the tests above check); the cheat scores 0 everywhere."""
+    for label in ALSO_WITH_OTTER[name]:
+        scores = get(graded, name, "otter", label)
+        assert same_scores(get(graded, name, "in-process", label).points, scores), label
+    assert all(score == 0 for score, _ in get(graded, name, "otter", "companion").values())
 
 
 @pytest.mark.parametrize("name", NAMES)
