@@ -20,8 +20,9 @@ private variant.) For each master notebook ``assignments/<name>/<name>.ipynb`` i
    its version at grading time (a hidden test may use the companion on ``# stored`` lines and in
    ``_build_*`` helpers only; the build checks this);
 4. adds to every autograded question a hidden test, ``own-work``, that fails if one of the
-   question's graded functions (the functions its solution defines) uses the ``companion``
-   package, directly or through a helper defined in the notebook;
+   question's graded functions (the functions whose body students write: those of its solution
+   cells with a ``# BEGIN SOLUTION`` line) uses the ``companion`` package, directly or through a
+   helper defined in the notebook;
 5. runs ``otter assign`` on the result, writing ``<out>/<name>/student/<name>.ipynb`` (hand this
    out), ``<out>/<name>/autograder/`` (solutions and the autograder zip) and
    ``<out>/<name>/manifest.json`` (questions, points, graded functions and the label of every
@@ -64,8 +65,9 @@ HIDDEN = re.compile(r"\bhidden\b", re.IGNORECASE)
 SEED_CALL = re.compile(r"\b(default_rng|manual_seed)\(\s*(\d+)\s*\)")
 
 # The hidden test added to every autograded question. Only names a function loads from its
-# globals, its closure and its imports count (attribute names such as ``x.mean`` do not), and
-# only helpers defined in the notebook itself are followed.
+# globals, its closure and its imports count (attribute names such as ``x.mean`` do not), the
+# string "companion" only next to a dynamic import, and only helpers defined in the notebook
+# itself are followed.
 OWN_WORK = '''\
 # HIDDEN
 # own-work: {names} must not use the {package} package
@@ -102,9 +104,11 @@ def _uses_package(fn, package="{package}"):
         while codes:
             code = codes.pop()
             codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+            dynamic = {{"__import__", "import_module", "modules"}} & set(code.co_names)
             for ins in dis.get_instructions(code):
                 name = ins.argval
-                if ins.opname == "IMPORT_NAME" or (ins.opname == "LOAD_CONST" and isinstance(name, str)):
+                if ins.opname == "IMPORT_NAME" or (ins.opname == "LOAD_CONST" and dynamic
+                                                   and isinstance(name, str)):
                     if name == package or str(name).startswith(package + "."):
                         found.append(repr(name))
                     continue

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import yaml
 
@@ -792,3 +793,52 @@ def test_docs_list_every_assignment_with_its_points(doc, name):
 def test_notebooks_refer_to_chapters_by_title(name):
     text = "\n".join(c.source for c in master(name).cells if c.cell_type == "markdown")
     assert not re.search(r"\bchapters? \d", text, re.I)
+
+
+# ---------------------------------------------------------------------------------------------
+# the build's machinery, on small cases
+
+
+@pytest.mark.parametrize("value", [
+    1.5, -float("inf"), 7, True, None, "x", np.float64(0.1), np.arange(3), np.array([[True, False]]),
+    np.array([1.0, np.nan, np.inf]), (np.zeros(2), 3, {"a": [1.0, 2.0]}),
+])
+def test_stored_values_are_written_back_exactly(value):
+    import torch
+
+    back = eval(ba.literal(value), {"np": np})
+    if isinstance(value, np.ndarray):
+        assert back.dtype == value.dtype
+        assert np.array_equal(back, value, equal_nan=value.dtype.kind == "f")
+    elif isinstance(value, tuple):
+        assert np.array_equal(back[0], value[0]) and back[1:] == value[1:]
+    else:
+        assert back == value and type(back) is type(value) or isinstance(value, np.floating)
+    tensor = torch.tensor([0.5, -2.0], dtype=torch.float64)
+    assert torch.equal(eval(ba.literal(tensor), {"torch": torch}), tensor)
+
+
+OWN_WORK_CASES = {
+    "def f(x):\n    return np.sum(x)": True,
+    "def f(x):\n    return cp.trajectory_log_weights(x)": False,
+    "from companion.estimators import trajectory_is as tis\ndef f(x):\n    return tis(x, x)": False,
+    "def helper(x):\n    return cp.effective_sample_size(x)\ndef f(x):\n    return helper(x) + 1": False,
+    "def f(x):\n    import companion\n    return companion.effective_sample_size(x)": False,
+    "def f(x):\n    m = __import__('companion')\n    return m.effective_sample_size(x)": False,
+    "def make():\n    g = cp.effective_sample_size\n    def inner(x):\n        return g(x)\n    return inner\nf = make()": False,
+    "def f(x):\n    data = {'companion': 1}\n    return x.mean() + len(data)": True,
+}
+
+
+@pytest.mark.parametrize("source, honest", OWN_WORK_CASES.items())
+def test_the_own_work_test_rejects_calls_of_the_companion(source, honest):
+    import companion
+
+    env = {"__name__": "__main__", "np": np, "cp": companion}
+    exec(source, env)
+    check = ba.OWN_WORK.format(names="f", package=ba.PACKAGE, functions="f")
+    if honest:
+        exec(check, dict(env))
+    else:
+        with pytest.raises(AssertionError, match="uses the companion package"):
+            exec(check, dict(env))
