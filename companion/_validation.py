@@ -140,3 +140,68 @@ def check_gamma(gamma) -> float:
     if not 0.0 <= g <= 1.0:
         raise ValueError(f"gamma: discount must be in [0, 1], got {gamma!r}")
     return g
+
+
+# --------------------------------------------------------------------------------------------------
+# Scalar rules (one rule per kind of check) and the checks of vectorised rollouts (step t, env n)
+# --------------------------------------------------------------------------------------------------
+def check_int(value, name: str, low: int = 1) -> int:
+    """An integer (a bool or a float such as ``3.0`` is not one) that is at least ``low``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        what = {0: "a non-negative integer", 1: "a positive integer"}.get(low, f"an integer >= {low}")
+        raise ValueError(f"{name}: must be {what}, got {value!r}")
+    return int(value)
+
+
+def check_real(value, name: str) -> float:
+    """A finite real number (not a bool), as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name}: must be a real number, got {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name}: must be finite, got {value!r}")
+    return float(value)
+
+
+def check_positive(value, name: str) -> float:
+    """A finite real number > 0."""
+    if check_real(value, name) <= 0:
+        raise ValueError(f"{name}: must be > 0, got {value!r}")
+    return float(value)
+
+
+def check_nonnegative(value, name: str) -> float:
+    """A finite real number >= 0."""
+    if check_real(value, name) < 0:
+        raise ValueError(f"{name}: must be >= 0, got {value!r}")
+    return float(value)
+
+
+def check_unit_interval(value, name: str, open: bool = False) -> float:
+    """A real number in [0, 1], or in (0, 1) when ``open``."""
+    x = check_real(value, name)
+    if not ((0.0 < x < 1.0) if open else (0.0 <= x <= 1.0)):
+        raise ValueError(f"{name}: must be in {'(0, 1)' if open else '[0, 1]'}, got {value!r}")
+    return x
+
+
+def check_rollout_array(x, name: str, shape: tuple | None = None, flags: bool = False) -> np.ndarray:
+    """A (T, N) array of a rollout (T steps of N environment copies), or of ``shape`` if given.
+
+    Real entries must be finite; with ``flags`` the array must be boolean instead. The first bad
+    entry is named as ``step t, env n``.
+    """
+    if flags:
+        arr = np.asarray(x)
+        if arr.dtype != np.bool_:
+            raise ValueError(f"{name}: must be a boolean array, got dtype {arr.dtype}")
+    else:
+        arr = as_float_array(x, name)
+    if shape is None and (arr.ndim != 2 or arr.size == 0):
+        raise ValueError(f"{name}: must be a non-empty array of shape (T, N), got shape {arr.shape}")
+    if shape is not None and arr.shape != tuple(shape):
+        raise ValueError(f"{name}: must have shape {tuple(shape)}, got shape {arr.shape}")
+    if not flags and not np.isfinite(arr).all():
+        idx = first_index(~np.isfinite(arr))
+        at = f"step {idx[0]}, env {idx[1]}" if arr.ndim == 2 else f"env {idx[0]}"
+        raise ValueError(f"{name}: NaN or inf at {at} (value {arr[idx]!r}); all entries must be finite")
+    return arr
