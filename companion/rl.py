@@ -21,11 +21,11 @@ each convention lives in one place:
   deviation of the undiscounted return; :func:`explained_variance` scores a value function.
 - :class:`History` is what the trainers return: one dict per update.
 
-The trainers also share two small pieces of plumbing, not re-exported by ``companion``:
-:class:`TrainingClock` (wall-clock time with evaluations and callbacks taken out) and
-:class:`EvaluationSchedule` (an evaluation every so many environment steps),
-:func:`check_discrete_env` and :func:`check_common_config` (the checks of the environment and of
-the configuration fields that PPO and TRPO share).
+The trainers also share some plumbing, importable from here but not re-exported by ``companion``:
+``TrainingClock`` (wall-clock time with evaluations and callbacks taken out),
+``EvaluationSchedule`` (an evaluation every so many environment steps), and
+``check_discrete_env`` and ``check_common_config`` (the checks of the environment and of the
+configuration fields that PPO and TRPO share).
 
 Autoreset convention
 --------------------
