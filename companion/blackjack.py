@@ -40,6 +40,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._validation import check_int, check_unit_interval, finite_array
+
 __all__ = [
     "STICK",
     "HIT",
@@ -169,8 +171,8 @@ def threshold_policy(stick_on=20):
 
     See :doc:`/book/weighted_is`.
     """
-    if isinstance(stick_on, bool) or int(stick_on) != stick_on or not 4 <= stick_on <= 22:
-        raise ValueError(f"stick_on must be an integer in [4, 22], got {stick_on!r}")
+    if check_int(stick_on, "stick_on", low=4) > 22:
+        raise ValueError(f"stick_on: must be an integer in [4, 22], got {stick_on!r}")
     p = np.zeros(_POLICY_SHAPE)
     p[: int(stick_on)] = 1.0
     return p
@@ -204,10 +206,7 @@ def random_policy(p_hit=0.5):
 
     See :doc:`/book/weighted_is`.
     """
-    p = float(p_hit)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p_hit must be a probability in [0, 1], got {p_hit!r}")
-    return np.full(_POLICY_SHAPE, p)
+    return np.full(_POLICY_SHAPE, check_unit_interval(p_hit, "p_hit"))
 
 
 def example_5_4_policies():
@@ -236,16 +235,14 @@ def example_5_4_policies():
 
 
 def _check_policy(p, name):
-    arr = np.asarray(p, dtype=float)
+    arr = finite_array(p, name)
     if arr.shape != _POLICY_SHAPE:
-        raise ValueError(f"{name} must be an array of hit probabilities of shape {_POLICY_SHAPE} "
-                         f"(player_sum, dealer_card, usable_ace), got {arr.shape}")
-    if np.any(np.isnan(arr)):
-        idx = tuple(int(i) for i in np.argwhere(np.isnan(arr))[0])
-        raise ValueError(f"{name} contains NaN at {idx}")
-    if np.any((arr < 0) | (arr > 1)):
-        idx = tuple(int(i) for i in np.argwhere((arr < 0) | (arr > 1))[0])
-        raise ValueError(f"{name} must hold probabilities in [0, 1]; {name}{list(idx)} = {arr[idx]}")
+        raise ValueError(f"{name}: must be an array of hit probabilities of shape {_POLICY_SHAPE} "
+                         f"(player_sum, dealer_card, usable_ace), got shape {arr.shape}")
+    outside = (arr < 0) | (arr > 1)
+    if outside.any():
+        idx = tuple(int(i) for i in np.argwhere(outside)[0])
+        raise ValueError(f"{name}: probability {float(arr[idx])!r} outside [0, 1] at index {idx}")
     return arr
 
 
@@ -259,8 +256,8 @@ def _check_support(target, behavior):
     bad[:12, :, 1] = False
     if np.any(bad):
         s, d, u = (int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"behavior gives probability 0 to an action target takes in state "
-                         f"(player_sum={s}, dealer_card={d}, usable_ace={u})")
+        raise ValueError(f"behavior: behaviour probability 0 where the target's is positive, in "
+                         f"state (player_sum={s}, dealer_card={d}, usable_ace={u})")
 
 
 def _check_start(start):
@@ -270,21 +267,17 @@ def _check_start(start):
     try:
         s, d, u = start
     except (TypeError, ValueError) as err:
-        raise ValueError("start must be (player_sum, dealer_card, usable_ace) or None") from err
-    for name, value in (("player_sum", s), ("dealer_card", d)):
-        if not isinstance(value, (int, np.integer, float, np.floating)) or not np.isfinite(value) \
-                or int(value) != value:
-            raise ValueError(f"start: {name} must be an integer, got {value!r}")
-    if not 1 <= d <= 10:
-        raise ValueError(f"start: dealer_card must be an integer in [1, 10], got {d!r}")
-    s, d, u = int(s), int(d), bool(u)
+        raise ValueError("start: must be (player_sum, dealer_card, usable_ace) or None") from err
+    s, d, u = check_int(s, "start.player_sum"), check_int(d, "start.dealer_card"), bool(u)
+    if d > 10:
+        raise ValueError(f"start.dealer_card: must be an integer in [1, 10], got {d!r}")
     if u:
         if not 12 <= s <= 21:
-            raise ValueError(f"start: with a usable ace player_sum must be in [12, 21], got {s}")
+            raise ValueError(f"start.player_sum: must be in [12, 21] with a usable ace, got {s}")
         hand = [1, s - 11]  # [1, 10] for a soft 21: a natural
         return s - 10, True, d, hand
     if not 4 <= s <= 21:
-        raise ValueError(f"start: player_sum must be in [4, 21], got {s}")
+        raise ValueError(f"start.player_sum: must be in [4, 21], got {s}")
     hand = [10, 9, 2] if s == 21 else [min(10, s - 2), s - min(10, s - 2)]
     return s, False, d, hand
 
@@ -300,12 +293,6 @@ def _log_ratio(target_hit, behavior_hit, hit):
     q = np.where(hit, behavior_hit, 1.0 - behavior_hit)
     with np.errstate(divide="ignore"):
         return np.log(p) - np.log(q)
-
-
-def _check_n(n):
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    return int(n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,7 +348,7 @@ def gym_episodes(n, target, behavior, rng, start=EXAMPLE_5_4_STATE, sab=False):
     import gymnasium as gym
     from gymnasium.envs.toy_text.blackjack import draw_card
 
-    n = _check_n(n)
+    n = check_int(n, "n")
     target = _check_policy(target, "target")
     behavior = _check_policy(behavior, "behavior")
     _check_support(target, behavior)
@@ -477,7 +464,7 @@ def simulate_episodes(n, target, behavior, rng, start=EXAMPLE_5_4_STATE, sab=Fal
 
     See :doc:`/book/weighted_is` (Figure 5.3: 100 runs of 10,000 episodes).
     """
-    n = _check_n(n)
+    n = check_int(n, "n")
     target = _check_policy(target, "target")
     behavior = _check_policy(behavior, "behavior")
     _check_support(target, behavior)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
-from ._validation import as_float_array, check_finite, check_weights
+from ._validation import as_float_array, check_finite, check_int, check_weights
 
 __all__ = [
     "effective_sample_size",
@@ -126,9 +126,8 @@ def khat_threshold(n) -> float:
 
     See chapter 4 (the variance problem).
     """
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
-        raise ValueError(f"n: sample size must be an integer >= 2, got {n!r}")
-    return float(min(1.0 - 1.0 / math.log10(int(n)), 0.7))
+    n = check_int(n, "n", low=2)
+    return float(min(1.0 - 1.0 / math.log10(n), 0.7))
 
 
 def _gpd_fit_zhang_stephens(x: np.ndarray) -> tuple[float, float]:

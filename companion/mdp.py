@@ -25,7 +25,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import check_gamma
+from ._validation import (
+    check_distribution,
+    check_gamma,
+    check_int,
+    check_optional_int,
+    check_policy,
+    check_positive,
+    check_unit_interval,
+    finite_array,
+)
 
 __all__ = [
     "TabularMDP",
@@ -45,59 +54,6 @@ __all__ = [
     "sutton_barto_one_state_mdp",
     "sutton_barto_one_state_policies",
 ]
-
-_ATOL = 1e-8
-
-
-# ---------------------------------------------------------------------------------------------
-# validation helpers (local, so this module does not depend on the core helper's private module)
-# ---------------------------------------------------------------------------------------------
-def _finite_array(x, name, ndim=None, dtype=float):
-    try:
-        arr = np.asarray(x, dtype=dtype)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a numeric array, got {type(x).__name__}") from err
-    if ndim is not None and arr.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
-        raise ValueError(f"{name} contains NaN or inf (first at index {bad})")
-    return arr
-
-
-def _check_distribution_rows(arr, name):
-    """Entries in [0, 1] and the last axis sums to one; names the first offending index."""
-    if np.any(arr < -_ATOL) or np.any(arr > 1 + _ATOL):
-        bad = tuple(int(i) for i in np.argwhere((arr < -_ATOL) | (arr > 1 + _ATOL))[0])
-        raise ValueError(f"{name} must hold probabilities in [0, 1]; {name}{list(bad)} = {arr[bad]}")
-    sums = arr.sum(axis=-1)
-    wrong = np.abs(sums - 1.0) > 1e-6
-    if np.any(wrong):
-        bad = tuple(int(i) for i in np.argwhere(wrong)[0])
-        raise ValueError(
-            f"{name} rows must sum to 1; {name}{list(bad)} sums to {float(sums[bad]):.6g}"
-        )
-
-
-def _check_policy(pi, mdp, name="pi"):
-    """Return ``pi`` as a float array (S, A) after checking it against ``mdp``."""
-    arr = _finite_array(pi, name, ndim=2)
-    if arr.shape != (mdp.n_states, mdp.n_actions):
-        raise ValueError(
-            f"{name} must have shape (n_states, n_actions) = {(mdp.n_states, mdp.n_actions)}, "
-            f"got {arr.shape}"
-        )
-    _check_distribution_rows(arr, name)
-    return np.clip(arr, 0.0, 1.0)
-
-
-def _check_horizon(horizon):
-    if horizon is None:
-        return None
-    if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
-        raise ValueError(f"horizon must be a positive integer or None, got {horizon!r}")
-    return int(horizon)
-
 
 # ---------------------------------------------------------------------------------------------
 # the MDP type
@@ -153,35 +109,35 @@ class TabularMDP:
     terminal: np.ndarray | None = None
 
     def __post_init__(self):
-        P = _finite_array(self.P, "P", ndim=3)
+        P = finite_array(self.P, "P", ndim=3)
         S, A, S2 = P.shape
-        if S != S2 or S == 0 or A == 0:
-            raise ValueError(f"P must have shape (S, A, S) with S, A >= 1, got {P.shape}")
-        _check_distribution_rows(P, "P")
-        R = _finite_array(self.R, "R")
+        if S != S2:
+            raise ValueError(f"P: expected shape (S, A, S), got {P.shape}")
+        P = check_distribution(P, "P")
+        R = finite_array(self.R, "R")
         if R.shape not in ((S, A), (S, A, S)):
-            raise ValueError(f"R must have shape (S, A) = {(S, A)} or (S, A, S) = {(S, A, S)}, "
+            raise ValueError(f"R: expected shape (S, A) = {(S, A)} or (S, A, S) = {(S, A, S)}, "
                              f"got {R.shape}")
         gamma = check_gamma(self.gamma)
-        initial = _finite_array(self.initial, "initial", ndim=1)
+        initial = finite_array(self.initial, "initial", ndim=1)
         if initial.shape != (S,):
-            raise ValueError(f"initial must have shape (S,) = {(S,)}, got {initial.shape}")
-        _check_distribution_rows(initial, "initial")
+            raise ValueError(f"initial: expected shape (S,) = {(S,)}, got {initial.shape}")
+        initial = check_distribution(initial, "initial")
         if self.terminal is None:
             terminal = np.zeros(S, dtype=bool)
         else:
             terminal = np.asarray(self.terminal)
             if terminal.shape != (S,):
-                raise ValueError(f"terminal must have shape (S,) = {(S,)}, got {terminal.shape}")
+                raise ValueError(f"terminal: expected shape (S,) = {(S,)}, got {terminal.shape}")
             if terminal.dtype != bool:
                 if not np.all(np.isin(terminal, (0, 1))):
-                    raise ValueError("terminal must be boolean (or 0/1)")
+                    raise ValueError("terminal: must be boolean (or 0/1)")
                 terminal = terminal.astype(bool)
         if np.any(initial[terminal] > 0):
             s = int(np.flatnonzero(terminal & (initial > 0))[0])
-            raise ValueError(f"initial puts mass {initial[s]} on terminal state {s}")
-        for name, value in (("P", np.clip(P, 0, 1)), ("R", R), ("gamma", gamma),
-                            ("initial", np.clip(initial, 0, 1)), ("terminal", terminal)):
+            raise ValueError(f"initial: puts mass {initial[s]} on terminal state {s}")
+        for name, value in (("P", P), ("R", R), ("gamma", gamma),
+                            ("initial", initial), ("terminal", terminal)):
             if isinstance(value, np.ndarray):
                 value = value.copy()
                 value.setflags(write=False)
@@ -255,7 +211,7 @@ class Trajectories:
             If the batch was sampled without a target policy.
         """
         if self.logp_target is None:
-            raise ValueError("log_rho needs logp_target: pass target= to sample_trajectories")
+            raise ValueError("logp_target: log_rho needs it; pass target= to sample_trajectories")
         with np.errstate(invalid="ignore"):
             out = self.logp_target - self.logp_behavior
         return np.where(self.mask, out, 0.0)
@@ -336,15 +292,11 @@ def random_mdp(n_states, n_actions, rng, gamma=0.9, *, alpha=1.0, reward_scale=1
 
     See chapter 5 (per-decision weights and the surrogate).
     """
-    for name, value in (("n_states", n_states), ("n_actions", n_actions)):
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not alpha > 0:
-        raise ValueError(f"alpha must be positive, got {alpha}")
-    if int(n_terminal) != n_terminal or not 0 <= n_terminal < n_states:
-        raise ValueError(f"n_terminal must be an integer in [0, n_states), got {n_terminal}")
+    S, A = check_int(n_states, "n_states"), check_int(n_actions, "n_actions")
+    alpha = check_positive(alpha, "alpha")
+    if check_int(n_terminal, "n_terminal", low=0) >= S:
+        raise ValueError(f"n_terminal: must be less than n_states = {S}, got {n_terminal!r}")
     rng = np.random.default_rng(rng)
-    S, A = int(n_states), int(n_actions)
     P = rng.dirichlet(np.full(S, float(alpha)), size=(S, A))
     R = rng.uniform(0.0, reward_scale, size=(S, A))
     terminal = np.zeros(S, dtype=bool)
@@ -385,7 +337,7 @@ def softmax_policy(logits):
 
     See chapter 2 (why policy gradients need importance sampling).
     """
-    theta = _finite_array(logits, "logits", ndim=2)
+    theta = finite_array(logits, "logits", ndim=2)
     z = np.exp(theta - theta.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
 
@@ -418,10 +370,8 @@ def uniform_policy(n_states, n_actions):
 
     See chapter 3.
     """
-    for name, value in (("n_states", n_states), ("n_actions", n_actions)):
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return np.full((int(n_states), int(n_actions)), 1.0 / int(n_actions))
+    S, A = check_int(n_states, "n_states"), check_int(n_actions, "n_actions")
+    return np.full((S, A), 1.0 / A)
 
 
 def mix_policies(pi, mu, alpha):
@@ -454,15 +404,12 @@ def mix_policies(pi, mu, alpha):
 
     See chapter 5 (the surrogate objective).
     """
-    p = _finite_array(pi, "pi", ndim=2)
-    m = _finite_array(mu, "mu", ndim=2)
+    p = check_distribution(finite_array(pi, "pi", ndim=2), "pi")
+    m = finite_array(mu, "mu", ndim=2)
     if p.shape != m.shape:
-        raise ValueError(f"pi and mu must have the same shape, got {p.shape} and {m.shape}")
-    _check_distribution_rows(p, "pi")
-    _check_distribution_rows(m, "mu")
-    alpha = float(alpha)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise ValueError(f"mu: shape {m.shape} does not match pi's shape {p.shape}")
+    m = check_distribution(m, "mu")
+    alpha = check_unit_interval(alpha, "alpha")
     return (1.0 - alpha) * p + alpha * m
 
 
@@ -485,7 +432,7 @@ def _solve_infinite(mdp, pi):
     M = np.eye(mdp.n_states) - mdp.gamma * P_pi
     if np.linalg.cond(M) > 1e12:
         raise ValueError(
-            "the policy's return is not finite: with gamma = 1 and no horizon, terminal states must "
+            "pi: the return is not finite: with gamma = 1 and no horizon, terminal states must "
             "be reached with probability 1 (pass horizon= or use gamma < 1)"
         )
     V = np.linalg.solve(M, r_pi)
@@ -560,8 +507,8 @@ def policy_quantities(mdp, pi, horizon=None):
 
     See chapters 3 to 5.
     """
-    pi = _check_policy(pi, mdp)
-    H = _check_horizon(horizon)
+    pi = check_policy(pi, (mdp.n_states, mdp.n_actions), "pi")
+    H = check_optional_int(horizon, "horizon")
     if H is None:
         V, Q, d = _solve_infinite(mdp, pi)
         occ = None
@@ -761,8 +708,8 @@ def policy_gradient_exact(mdp, logits, horizon=None):
     """
     pi = softmax_policy(logits)
     if pi.shape != (mdp.n_states, mdp.n_actions):
-        raise ValueError(f"logits must have shape {(mdp.n_states, mdp.n_actions)}, got {pi.shape}")
-    H = _check_horizon(horizon)
+        raise ValueError(f"logits: expected shape {(mdp.n_states, mdp.n_actions)}, got {pi.shape}")
+    H = check_optional_int(horizon, "horizon")
     q = policy_quantities(mdp, pi, H)
     if H is None:
         return q.d[:, None] * pi * q.A
@@ -825,14 +772,11 @@ def sample_trajectories(mdp, behavior, n, horizon, rng, target=None):
 
     See chapter 3 (trajectory weights).
     """
-    mu = _check_policy(behavior, mdp, "behavior")
-    pi = None if target is None else _check_policy(target, mdp, "target")
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    H = _check_horizon(horizon)
-    if H is None:
-        raise ValueError("horizon must be a positive integer (sampling needs a maximum length)")
-    n = int(n)
+    shape = (mdp.n_states, mdp.n_actions)
+    mu = check_policy(behavior, shape, "behavior")
+    pi = None if target is None else check_policy(target, shape, "target")
+    n = check_int(n, "n")
+    H = check_int(horizon, "horizon")  # sampling needs a maximum length
     rng = np.random.default_rng(rng)
     states = np.zeros((n, H), dtype=np.int64)
     actions = np.zeros((n, H), dtype=np.int64)

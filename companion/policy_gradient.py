@@ -32,16 +32,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import check_gamma
-from .mdp import (
-    TabularMDP,
-    Trajectories,
-    _check_horizon,
-    _check_policy,
-    _finite_array,
-    policy_quantities,
-    softmax_policy,
+from ._validation import (
+    check_gamma,
+    check_instance,
+    check_mask,
+    check_optional_int,
+    check_policy,
+    finite_array,
 )
+from .mdp import TabularMDP, Trajectories, policy_quantities, softmax_policy
 
 __all__ = [
     "GradientEstimate",
@@ -90,30 +89,25 @@ class GradientEstimate:
 # helpers
 # ---------------------------------------------------------------------------------------------
 def _check_traj(traj, logits, gamma):
-    if not isinstance(traj, Trajectories):
-        raise ValueError(f"traj must be a companion.mdp.Trajectories, got {type(traj).__name__}")
+    check_instance(traj, Trajectories, "traj")
     pi = softmax_policy(logits)
     S, A = pi.shape
     if traj.n < 1:
-        raise ValueError("traj is an empty batch")
-    mask = traj.mask
+        raise ValueError("traj: empty batch")
+    mask = check_mask(traj.mask, traj.states.shape, "traj.mask")
     if np.any(traj.states[mask] >= S) or np.any(traj.states[mask] < 0):
-        raise ValueError(f"traj.states holds a state outside [0, {S}) for logits of shape {pi.shape}")
+        raise ValueError(f"traj.states: a state outside [0, {S}) for logits of shape {pi.shape}")
     if np.any(traj.actions[mask] >= A) or np.any(traj.actions[mask] < 0):
-        raise ValueError(f"traj.actions holds an action outside [0, {A}) for logits of shape "
-                         f"{pi.shape}")
-    if np.any(mask[:, 1:] & ~mask[:, :-1]):
-        i = int(np.argwhere(mask[:, 1:] & ~mask[:, :-1])[0, 0])
-        raise ValueError(f"traj.mask: padding must be a suffix (trajectory {i})")
+        raise ValueError(f"traj.actions: an action outside [0, {A}) for logits of shape {pi.shape}")
     gamma = check_gamma(gamma)
     lb = traj.logp_behavior
     if not np.all(np.isfinite(lb[mask])):
         i, t = (int(x) for x in np.argwhere(mask & ~np.isfinite(lb))[0])
-        raise ValueError(f"traj.logp_behavior is not finite at trajectory {i}, step {t}: the "
+        raise ValueError(f"traj.logp_behavior: not finite at trajectory {i}, step {t}: the "
                          "behaviour gave probability 0 to an action it took")
     if not np.all(np.isfinite(traj.rewards[mask])):
         i, t = (int(x) for x in np.argwhere(mask & ~np.isfinite(traj.rewards))[0])
-        raise ValueError(f"traj.rewards is NaN or inf at trajectory {i}, step {t}")
+        raise ValueError(f"traj.rewards: NaN or inf at trajectory {i}, step {t}")
     return pi, gamma
 
 
@@ -127,7 +121,8 @@ def _prefix_rho(pi, traj):
     cum = np.cumsum(log_rho, axis=1)
     if np.any(cum[traj.mask] > 700.0):
         i, t = (int(x) for x in np.argwhere(traj.mask & (cum > 700.0))[0])
-        raise ValueError(f"the prefix weight rho_0:t overflows float64 at trajectory {i}, step {t}")
+        raise ValueError(f"logits: the prefix weight rho_0:t overflows float64 at trajectory {i}, "
+                         f"step {t}")
     return np.where(traj.mask, np.exp(cum), 0.0)
 
 
@@ -413,27 +408,27 @@ def trajectory_is_gradient(traj, logits, gamma):
 
 def _advantage_per_step(traj, advantages, advantage_table):
     if (advantages is None) == (advantage_table is None):
-        raise ValueError("pass exactly one of advantages (n, T) or advantage_table "
+        raise ValueError("advantages: pass exactly one of advantages (n, T) or advantage_table "
                          "((S, A) or (T, S, A))")
     if advantages is not None:
         adv = np.asarray(advantages, dtype=float)
         if adv.shape != traj.states.shape:
-            raise ValueError(f"advantages must have shape (n, T) = {traj.states.shape}, "
+            raise ValueError(f"advantages: expected shape (n, T) = {traj.states.shape}, "
                              f"got {adv.shape}")
         if not np.all(np.isfinite(adv[traj.mask])):
             i, t = (int(x) for x in np.argwhere(traj.mask & ~np.isfinite(adv))[0])
-            raise ValueError(f"advantages is NaN or inf at trajectory {i}, step {t}")
+            raise ValueError(f"advantages: NaN or inf at trajectory {i}, step {t}")
         return np.where(traj.mask, adv, 0.0)
-    table = _finite_array(advantage_table, "advantage_table")
+    table = finite_array(advantage_table, "advantage_table")
     if table.ndim == 2:
         return np.where(traj.mask, table[traj.states, traj.actions], 0.0)
     if table.ndim == 3:
         if table.shape[0] < traj.horizon:
-            raise ValueError(f"advantage_table has {table.shape[0]} time steps, traj needs "
+            raise ValueError(f"advantage_table: has {table.shape[0]} time steps, traj needs "
                              f"{traj.horizon}")
         t = np.broadcast_to(np.arange(traj.horizon), traj.states.shape)
         return np.where(traj.mask, table[t, traj.states, traj.actions], 0.0)
-    raise ValueError(f"advantage_table must have shape (S, A) or (T, S, A), got {table.shape}")
+    raise ValueError(f"advantage_table: expected shape (S, A) or (T, S, A), got {table.shape}")
 
 
 def surrogate_gradient(traj, logits, gamma, *, advantages=None, advantage_table=None):
@@ -492,11 +487,6 @@ def surrogate_gradient(traj, logits, gamma, *, advantages=None, advantage_table=
         _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
 
 
-def _check_mdp(mdp):
-    if not isinstance(mdp, TabularMDP):
-        raise ValueError(f"mdp must be a companion.mdp.TabularMDP, got {type(mdp).__name__}")
-
-
 def _weighted_by_time(mdp, pi, qmu, H, values):
     """sum_t gamma^t sum_s d_t(s) values_t(s) with the behaviour's occupancy."""
     if H is None:
@@ -544,10 +534,10 @@ def surrogate_objective(mdp, pi, mu, horizon=None):
 
     Used in :doc:`/book/per_step_weights` (the surrogate objective, eq. (eq-perstep-surrogate)).
     """
-    _check_mdp(mdp)
-    pi = _check_policy(pi, mdp, "pi")
-    mu = _check_policy(mu, mdp, "mu")
-    H = _check_horizon(horizon)
+    check_instance(mdp, TabularMDP, "mdp")
+    pi = check_policy(pi, (mdp.n_states, mdp.n_actions), "pi")
+    mu = check_policy(mu, (mdp.n_states, mdp.n_actions), "mu")
+    H = check_optional_int(horizon, "horizon")
     qmu = policy_quantities(mdp, mu, H)
     gain = np.einsum("sa,...sa->...s", pi, qmu.A)
     return float(qmu.J + _weighted_by_time(mdp, pi, qmu, H, gain))
@@ -589,11 +579,11 @@ def surrogate_gradient_exact(mdp, logits, mu, horizon=None):
 
     Used in :doc:`/book/per_step_weights` (first-order agreement with :math:`\nabla J`).
     """
-    _check_mdp(mdp)
+    check_instance(mdp, TabularMDP, "mdp")
     pi = softmax_policy(logits)
-    pi = _check_policy(pi, mdp, "softmax(logits)")
-    mu = _check_policy(mu, mdp, "mu")
-    H = _check_horizon(horizon)
+    pi = check_policy(pi, (mdp.n_states, mdp.n_actions), "softmax(logits)")
+    mu = check_policy(mu, (mdp.n_states, mdp.n_actions), "mu")
+    H = check_optional_int(horizon, "horizon")
     qmu = policy_quantities(mdp, mu, H)
     centred = qmu.A - np.einsum("sa,...sa->...s", pi, qmu.A)[..., None]
     if H is None:
@@ -645,10 +635,10 @@ def prefix_weighted_gradient_expectation(mdp, logits, mu, horizon=None):
 
     See :doc:`/book/trajectory_weights`.
     """
-    _check_mdp(mdp)
-    pi = _check_policy(softmax_policy(logits), mdp, "softmax(logits)")
-    mu = _check_policy(mu, mdp, "mu")
-    H = _check_horizon(horizon)
+    check_instance(mdp, TabularMDP, "mdp")
+    pi = check_policy(softmax_policy(logits), (mdp.n_states, mdp.n_actions), "softmax(logits)")
+    mu = check_policy(mu, (mdp.n_states, mdp.n_actions), "mu")
+    H = check_optional_int(horizon, "horizon")
     qpi = policy_quantities(mdp, pi, H)
     qmu = policy_quantities(mdp, mu, H)
     centred = qmu.Q - np.einsum("sa,...sa->...s", pi, qmu.Q)[..., None]

@@ -51,16 +51,21 @@ import numpy as np
 
 from ._validation import (
     as_float_array,
+    check_distribution,
+    check_gamma,
+    check_instance,
+    check_int,
     check_mask,
+    check_policy,
+    check_positive,
     check_same_shape,
+    check_unit_interval,
+    finite_array,
     first_index,
     raise_nonfinite,
     where,
 )
-from ._validation import (
-    check_gamma as _check_gamma,
-)
-from .mdp import TabularMDP, Trajectories, _check_distribution_rows, _check_policy, _finite_array
+from .mdp import TabularMDP, Trajectories
 
 __all__ = [
     "VTraceTargets",
@@ -80,28 +85,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # validation helpers
 
-
-
-def _check_level(value, name: str, allow_inf: bool = True) -> float:
-    """A truncation level or lambda: a positive number (inf allowed for levels)."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: must be a positive number, got {value!r}") from None
-    if np.isnan(x) or x <= 0 or (not allow_inf and np.isinf(x)):
-        what = "a positive number" + ("" if allow_inf else " (finite)")
-        raise ValueError(f"{name}: must be {what}, got {value!r}")
-    return x
-
-
-def _check_lam(lam) -> float:
-    try:
-        x = float(lam)
-    except (TypeError, ValueError):
-        raise ValueError(f"lam: must be a number in [0, 1], got {lam!r}") from None
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"lam: must be in [0, 1], got {lam!r}")
-    return x
 
 
 def _batch(arrays: dict, mask, allow_neg_inf=("log_ratios",)):
@@ -254,9 +237,9 @@ def retrace_targets(rewards, q_taken, v_next, log_ratios, gamma, lam=1.0, c_bar=
 
     See :doc:`/book/on_off_policy` (Retrace), eq. (eq-onoff-retrace).
     """
-    g = _check_gamma(gamma)
-    lam_ = _check_lam(lam)
-    cb = _check_level(c_bar, "c_bar")
+    g = check_gamma(gamma)
+    lam_ = check_unit_interval(lam, "lam")
+    cb = check_positive(c_bar, "c_bar", allow_inf=True)
     arrs, m = _batch({"rewards": rewards, "q_taken": q_taken, "v_next": v_next,
                       "log_ratios": log_ratios}, mask)
     c = lam_ * _truncated_ratio(arrs["log_ratios"], cb)
@@ -345,10 +328,10 @@ def vtrace_targets(rewards, values, next_values, log_ratios, gamma, rho_bar=1.0,
 
     See :doc:`/book/on_off_policy` (V-trace), eq. (eq-onoff-vtrace).
     """
-    g = _check_gamma(gamma)
-    lam_ = _check_lam(lam)
-    rb = _check_level(rho_bar, "rho_bar")
-    cb = _check_level(c_bar, "c_bar")
+    g = check_gamma(gamma)
+    lam_ = check_unit_interval(lam, "lam")
+    rb = check_positive(rho_bar, "rho_bar", allow_inf=True)
+    cb = check_positive(c_bar, "c_bar", allow_inf=True)
     arrs, m = _batch({"rewards": rewards, "values": values, "next_values": next_values,
                       "log_ratios": log_ratios}, mask)
     r, V, V1 = arrs["rewards"], arrs["values"], arrs["next_values"]
@@ -424,16 +407,10 @@ def nstep_targets(rewards, v_next, n_step, gamma, mask=None) -> np.ndarray:
 
     See :doc:`/book/on_off_policy` (experience replay), eq. (eq-onoff-nstep).
     """
-    g = _check_gamma(gamma)
-    n = _check_n_step(n_step)
+    g = check_gamma(gamma)
+    n = check_int(n_step, "n_step")
     arrs, m = _batch({"rewards": rewards, "v_next": v_next}, mask)
     return _nstep(arrs["rewards"], arrs["v_next"], m, n, g)
-
-
-def _check_n_step(n_step) -> int:
-    if isinstance(n_step, bool) or not isinstance(n_step, (int, np.integer)) or n_step < 1:
-        raise ValueError(f"n_step: must be a positive integer, got {n_step!r}")
-    return int(n_step)
 
 
 def _nstep_parts(r, m, n, g):
@@ -460,14 +437,8 @@ def _nstep(r, v_next, m, n, g):
 # exact expected operators on a tabular MDP
 
 
-def _check_mdp(mdp) -> TabularMDP:
-    if not isinstance(mdp, TabularMDP):
-        raise ValueError(f"mdp: must be a companion.mdp.TabularMDP, got {type(mdp).__name__}")
-    return mdp
-
-
 def _table(x, name, shape):
-    arr = _finite_array(x, name)
+    arr = finite_array(x, name)
     if arr.shape != shape:
         raise ValueError(f"{name}: expected shape {shape}, got {arr.shape}")
     return arr
@@ -533,10 +504,10 @@ def trace_operator(mdp, q, pi, mu, traces) -> np.ndarray:
 
     See :doc:`/book/on_off_policy` (Retrace), eq. (eq-onoff-retrace-operator).
     """
-    mdp = _check_mdp(mdp)
+    mdp = check_instance(mdp, TabularMDP, "mdp")
     S, A = mdp.n_states, mdp.n_actions
-    p = _check_policy(pi, mdp, "pi")
-    m = _check_policy(mu, mdp, "mu")
+    p = check_policy(pi, (mdp.n_states, mdp.n_actions), "pi")
+    m = check_policy(mu, (mdp.n_states, mdp.n_actions), "mu")
     Q = _table(q, "q", (S, A))
     c = _table(traces, "traces", (S, A))
     if (c < 0).any():
@@ -605,11 +576,11 @@ def retrace_operator(mdp, q, pi, mu, lam=1.0, c_bar=1.0) -> np.ndarray:
 
     See :doc:`/book/on_off_policy` (Retrace), eq. (eq-onoff-retrace-operator).
     """
-    mdp = _check_mdp(mdp)
-    lam_ = _check_lam(lam)
-    cb = _check_level(c_bar, "c_bar")
-    p = _check_policy(pi, mdp, "pi")
-    m = _check_policy(mu, mdp, "mu")
+    mdp = check_instance(mdp, TabularMDP, "mdp")
+    lam_ = check_unit_interval(lam, "lam")
+    cb = check_positive(c_bar, "c_bar", allow_inf=True)
+    p = check_policy(pi, (mdp.n_states, mdp.n_actions), "pi")
+    m = check_policy(mu, (mdp.n_states, mdp.n_actions), "mu")
     c = lam_ * np.minimum(cb, _ratio_table(p, m))
     return trace_operator(mdp, q, p, m, c)
 
@@ -650,13 +621,12 @@ def vtrace_policy(pi, mu, rho_bar=1.0) -> np.ndarray:
 
     See :doc:`/book/on_off_policy` (V-trace), eq. (eq-onoff-vtrace-policy).
     """
-    p = _finite_array(pi, "pi")
-    m = _finite_array(mu, "mu")
+    p = finite_array(pi, "pi")
+    m = finite_array(mu, "mu")
     if p.ndim not in (1, 2) or p.shape != m.shape:
         raise ValueError(f"pi: shape {p.shape} must equal mu's shape {m.shape}, (A,) or (S, A)")
-    _check_distribution_rows(p, "pi")
-    _check_distribution_rows(m, "mu")
-    rb = _check_level(rho_bar, "rho_bar")
+    p, m = check_distribution(p, "pi"), check_distribution(m, "mu")
+    rb = check_positive(rho_bar, "rho_bar", allow_inf=True)
     w = np.minimum(rb * m, p) if np.isfinite(rb) else np.where(m > 0, p, 0.0)
     z = w.sum(axis=-1, keepdims=True)
     if (z <= 0).any():
@@ -714,13 +684,13 @@ def vtrace_operator(mdp, v, pi, mu, rho_bar=1.0, c_bar=1.0, lam=1.0) -> np.ndarr
 
     See :doc:`/book/on_off_policy` (V-trace), eq. (eq-onoff-vtrace-operator).
     """
-    mdp = _check_mdp(mdp)
+    mdp = check_instance(mdp, TabularMDP, "mdp")
     S = mdp.n_states
-    p = _check_policy(pi, mdp, "pi")
-    m = _check_policy(mu, mdp, "mu")
-    rb = _check_level(rho_bar, "rho_bar")
-    cb = _check_level(c_bar, "c_bar")
-    lam_ = _check_lam(lam)
+    p = check_policy(pi, (mdp.n_states, mdp.n_actions), "pi")
+    m = check_policy(mu, (mdp.n_states, mdp.n_actions), "mu")
+    rb = check_positive(rho_bar, "rho_bar", allow_inf=True)
+    cb = check_positive(c_bar, "c_bar", allow_inf=True)
+    lam_ = check_unit_interval(lam, "lam")
     V = _table(v, "v", (S,))
     live = ~mdp.terminal
     V = np.where(live, V, 0.0)
@@ -784,11 +754,11 @@ def nstep_fixed_point(mdp, pi, mu, n_step) -> np.ndarray:
 
     See :doc:`/book/on_off_policy` (experience replay), eq. (eq-onoff-nstep-fixed-point).
     """
-    mdp = _check_mdp(mdp)
+    mdp = check_instance(mdp, TabularMDP, "mdp")
     S, A = mdp.n_states, mdp.n_actions
-    p = _check_policy(pi, mdp, "pi")
-    m = _check_policy(mu, mdp, "mu")
-    n = _check_n_step(n_step)
+    p = check_policy(pi, (mdp.n_states, mdp.n_actions), "pi")
+    m = check_policy(mu, (mdp.n_states, mdp.n_actions), "mu")
+    n = check_int(n_step, "n_step")
     live = ~mdp.terminal
 
     def sa_matrix(policy):
@@ -816,8 +786,7 @@ def nstep_fixed_point(mdp, pi, mu, n_step) -> np.ndarray:
 
 
 def _buffer(traj, n_states, n_actions, groups, n_groups, need_ratios):
-    if not isinstance(traj, Trajectories):
-        raise ValueError(f"traj: must be a companion.mdp.Trajectories, got {type(traj).__name__}")
+    check_instance(traj, Trajectories, "traj")
     if traj.horizon < 2:
         raise ValueError(f"traj: needs horizon >= 2 (the last column supplies only the bootstrap "
                          f"state), got {traj.horizon}")
@@ -975,12 +944,12 @@ def tabular_q_evaluation(traj, pi, gamma, *, method="retrace", lam=1.0, c_bar=1.
     """
     if method not in ("retrace", "one_step", "n_step"):
         raise ValueError(f"method: must be 'retrace', 'one_step' or 'n_step', got {method!r}")
-    g = _check_gamma(gamma)
-    lam_ = _check_lam(lam)
-    cb = _check_level(c_bar, "c_bar")
-    n = _check_n_step(n_step)
-    p = _finite_array(pi, "pi", ndim=2)
-    _check_distribution_rows(p, "pi")
+    g = check_gamma(gamma)
+    lam_ = check_unit_interval(lam, "lam")
+    cb = check_positive(c_bar, "c_bar", allow_inf=True)
+    n = check_int(n_step, "n_step")
+    p = finite_array(pi, "pi", ndim=2)
+    p = check_distribution(p, "pi")
     S, A = p.shape
     b = _buffer(traj, S, A, groups, n_groups, need_ratios=method == "retrace")
     G = b["G"]
@@ -1067,13 +1036,11 @@ def tabular_v_evaluation(traj, n_states, gamma, *, rho_bar=1.0, c_bar=1.0, lam=1
 
     See :doc:`/book/on_off_policy` (V-trace).
     """
-    g = _check_gamma(gamma)
-    rb = _check_level(rho_bar, "rho_bar")
-    cb = _check_level(c_bar, "c_bar")
-    lam_ = _check_lam(lam)
-    if isinstance(n_states, bool) or int(n_states) != n_states or n_states < 1:
-        raise ValueError(f"n_states: must be a positive integer, got {n_states!r}")
-    S = int(n_states)
+    g = check_gamma(gamma)
+    rb = check_positive(rho_bar, "rho_bar", allow_inf=True)
+    cb = check_positive(c_bar, "c_bar", allow_inf=True)
+    lam_ = check_unit_interval(lam, "lam")
+    S = check_int(n_states, "n_states")
     b = _buffer(traj, S, int(traj.actions.max()) + 1, groups, n_groups, need_ratios=True)
     G = b["G"]
     keys = b["g"] * S + b["s"]

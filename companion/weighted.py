@@ -32,8 +32,14 @@ from scipy.special import gammaln
 
 from ._validation import (
     as_float_array,
+    check_checkpoints,
+    check_distribution,
     check_finite,
+    check_gamma,
+    check_int,
     check_same_shape,
+    check_support,
+    finite_array,
     first_index,
     where,
 )
@@ -198,27 +204,14 @@ class ExactMoments:
 
 
 def _check_finite_problem(f, p, q):
-    fv = as_float_array(f, "f", ndim=1)
-    check_finite(fv, "f")
+    fv = finite_array(f, "f", ndim=1)
     out = [fv]
     for arr, name in ((p, "p"), (q, "q")):
-        a = as_float_array(arr, name, ndim=1)
+        a = finite_array(arr, name, ndim=1)
         check_same_shape(fv, "f", a, name)
-        check_finite(a, name)
-        if (a < 0).any() or (a > 1).any():
-            idx = first_index((a < 0) | (a > 1))
-            raise ValueError(f"{name}: probability {float(a[idx])!r} outside [0, 1] at {where(idx, 1)}")
-        if abs(a.sum() - 1.0) > 1e-9:
-            raise ValueError(f"{name}: probabilities must sum to 1, got {a.sum()!r}")
-        out.append(a)
+        out.append(check_distribution(a, name))
     fv, pv, qv = out
-    bad = (qv == 0) & (pv > 0)
-    if bad.any():
-        idx = first_index(bad)
-        raise ValueError(
-            f"q: probability 0 at {where(idx, 1)} where p is {float(pv[idx])!r} > 0 "
-            "(importance sampling needs q > 0 wherever p > 0)"
-        )
+    check_support(pv, qv, "p", "q", axes=("outcome",))
     return fv, pv, qv
 
 
@@ -279,9 +272,7 @@ def weighted_is_exact(f, p, q, n) -> ExactMoments:
     See :doc:`/book/weighted_is`, eq. (eq-wis-bias).
     """
     fv, pv, qv = _check_finite_problem(f, p, q)
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise ValueError(f"n: must be a positive integer, got {n!r}")
-    n = int(n)
+    n = check_int(n, "n")
     keep = qv > 0  # outcomes that can be drawn
     fk, pk, qk = fv[keep], pv[keep], qv[keep]
     k = fk.shape[0]
@@ -346,13 +337,6 @@ def weighted_is_bias_limit(f, p, q) -> float:
 # ---------------------------------------------------------------------------------------------
 # Sutton & Barto, Example 5.5
 # ---------------------------------------------------------------------------------------------
-def _check_count(n, name: str) -> int:
-    ok = not isinstance(n, bool) and isinstance(n, (int, np.integer, float)) and float(n).is_integer()
-    if not ok or n < 1:
-        raise ValueError(f"{name}: must be a positive integer, got {n!r}")
-    return int(n)
-
-
 def one_state_episodes(n, rng):
     r"""Sample episodes of Sutton & Barto's Example 5.5 under the behaviour policy.
 
@@ -396,7 +380,7 @@ def one_state_episodes(n, rng):
 
     See :doc:`/book/weighted_is` (infinite variance).
     """
-    n = _check_count(n, "n")
+    n = check_int(n, "n")
     rng = np.random.default_rng(rng)
     length = rng.geometric(_P_END, size=n)  # T = K + 1 >= 1
     ends_left = rng.random(n) < _P_NONZERO
@@ -471,13 +455,9 @@ def one_state_running(n_runs, n_episodes, checkpoints, rng) -> OneStateRuns:
 
     See :doc:`/book/weighted_is` (infinite variance).
     """
-    n_runs = _check_count(n_runs, "n_runs")
-    n_episodes = _check_count(n_episodes, "n_episodes")
-    cps = np.asarray(checkpoints)
-    if cps.ndim != 1 or cps.size == 0 or not np.issubdtype(cps.dtype, np.integer):
-        raise ValueError(f"checkpoints: expected a non-empty 1-D array of integers, got {checkpoints!r}")
-    if cps.min() < 1 or cps.max() > n_episodes:
-        raise ValueError(f"checkpoints: must lie in [1, n_episodes={n_episodes}], got {cps.min()}..{cps.max()}")
+    n_runs = check_int(n_runs, "n_runs")
+    n_episodes = check_int(n_episodes, "n_episodes")
+    cps = check_checkpoints(checkpoints, n_episodes, "n_episodes")
     rng = np.random.default_rng(rng)
     m = cps.size
     out = {name: np.zeros((n_runs, m)) for name in ("ordinary", "weighted", "second")}
@@ -602,15 +582,9 @@ def running_per_decision(rewards, log_ratios, checkpoints, gamma=1.0, mask=None)
     if mask is not None:
         r = np.where(mask, r, 0.0)
     check_finite(r, "rewards")
-    g = float(gamma)
-    if not 0.0 <= g <= 1.0:
-        raise ValueError(f"gamma: discount must be in [0, 1], got {gamma!r}")
+    g = check_gamma(gamma)
     n, horizon = r.shape
-    cps = np.asarray(checkpoints)
-    if cps.ndim != 1 or cps.size == 0 or not np.issubdtype(cps.dtype, np.integer):
-        raise ValueError(f"checkpoints: expected a non-empty 1-D array of integers, got {checkpoints!r}")
-    if cps.min() < 1 or cps.max() > n:
-        raise ValueError(f"checkpoints: must lie in [1, n={n}], got {cps.min()}..{cps.max()}")
+    cps = check_checkpoints(checkpoints, n, "n")
     with np.errstate(over="ignore"):
         prefix = np.exp(log_w)  # rho_{i,0:t}; padding keeps the last value
     if not np.all(np.isfinite(prefix)):

@@ -151,7 +151,7 @@ def test_bias_is_of_order_one_over_n():
         (F, P, Q, 0, "n: must be a positive integer"),
         (F, P, Q, 2.5, "n: must be a positive integer"),
         (F, P, [0.5, 0.5, 0.1], 2, "q: probabilities must sum to 1"),
-        (F, [0.1, 0.2, 0.7], [1.0, 0.0, 0.0], 2, "q: probability 0 at index 1"),
+        (F, [0.1, 0.2, 0.7], [1.0, 0.0, 0.0], 2, "q: behaviour probability 0 at outcome 1 where p is 0.2"),
         (F, [1.2, -0.2, 0.0], Q, 2, r"p: probability 1.2 outside \[0, 1\] at index 0"),
         (F[:2], P, Q, 2, "shape"),
         (F, P, Q, 10_000, "count vectors"),
