@@ -22,7 +22,8 @@ _MODULES = (
     "policy_gradient",
     "variance",
     "blackjack",
-    "weighted",
+    "one_state",
+    "wis_experiments",
     "traces",
     "notebook",
 )

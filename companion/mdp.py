@@ -51,8 +51,6 @@ __all__ = [
     "policy_quantities",
     "policy_gradient_exact",
     "sample_trajectories",
-    "sutton_barto_one_state_mdp",
-    "sutton_barto_one_state_policies",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -499,6 +497,7 @@ def policy_quantities(mdp, pi, horizon=None):
 
     Examples
     --------
+    >>> from companion.one_state import sutton_barto_one_state_mdp, sutton_barto_one_state_policies
     >>> mdp = sutton_barto_one_state_mdp()
     >>> pi, mu = sutton_barto_one_state_policies()
     >>> q = policy_quantities(mdp, pi)
@@ -547,6 +546,7 @@ def policy_value(mdp, pi, horizon=None):
 
     Examples
     --------
+    >>> from companion.one_state import sutton_barto_one_state_mdp, sutton_barto_one_state_policies
     >>> mdp = sutton_barto_one_state_mdp()
     >>> pi, mu = sutton_barto_one_state_policies()
     >>> round(policy_value(mdp, pi), 6), round(policy_value(mdp, mu), 6)
@@ -584,6 +584,7 @@ def state_values(mdp, pi, horizon=None):
 
     Examples
     --------
+    >>> from companion.one_state import sutton_barto_one_state_mdp, sutton_barto_one_state_policies
     >>> mdp = sutton_barto_one_state_mdp()
     >>> state_values(mdp, sutton_barto_one_state_policies()[0]).round(6)
     array([1., 0.])
@@ -619,6 +620,7 @@ def q_values(mdp, pi, horizon=None):
 
     Examples
     --------
+    >>> from companion.one_state import sutton_barto_one_state_mdp, sutton_barto_one_state_policies
     >>> mdp = sutton_barto_one_state_mdp()
     >>> pi, mu = sutton_barto_one_state_policies()
     >>> q_values(mdp, mu)[0].round(6)
@@ -657,6 +659,7 @@ def discounted_visitation(mdp, pi, horizon=None, normalize=False):
 
     Examples
     --------
+    >>> from companion.one_state import sutton_barto_one_state_mdp, sutton_barto_one_state_policies
     >>> mdp = sutton_barto_one_state_mdp()
     >>> pi, mu = sutton_barto_one_state_policies()
     >>> discounted_visitation(mdp, pi).round(6)   # expected number of visits: 1 / 0.1
@@ -699,6 +702,7 @@ def policy_gradient_exact(mdp, logits, horizon=None):
 
     Examples
     --------
+    >>> from companion.one_state import sutton_barto_one_state_mdp
     >>> mdp = sutton_barto_one_state_mdp()
     >>> policy_gradient_exact(mdp, np.zeros((2, 2))).round(4)
     array([[ 0.0826, -0.0826],
@@ -764,6 +768,7 @@ def sample_trajectories(mdp, behavior, n, horizon, rng, target=None):
 
     Examples
     --------
+    >>> from companion.one_state import sutton_barto_one_state_mdp, sutton_barto_one_state_policies
     >>> mdp = sutton_barto_one_state_mdp()
     >>> pi, mu = sutton_barto_one_state_policies()
     >>> traj = sample_trajectories(mdp, mu, n=4, horizon=5, rng=0, target=pi)
@@ -807,67 +812,3 @@ def sample_trajectories(mdp, behavior, n, horizon, rng, target=None):
         s[idx] = s_next
         alive[idx] = ~mdp.terminal[s_next]
     return Trajectories(states, actions, rewards, logp_b, logp_t, mask, terminated=~alive)
-
-
-# ---------------------------------------------------------------------------------------------
-# Sutton & Barto, Example 5.5
-# ---------------------------------------------------------------------------------------------
-def sutton_barto_one_state_mdp():
-    r"""The one-state MDP of Sutton & Barto (2018), Example 5.5 (infinite variance of ordinary IS).
-
-    State 0 is the only non-terminal state, state 1 is terminal. Action 0 (*left*) returns to state 0
-    with probability 0.9 (reward 0) and terminates with probability 0.1 (reward +1); action 1
-    (*right*) terminates with reward 0. No discount:
-
-    .. math::
-
-        v_\pi(s) = 0.1 + 0.9\, v_\pi(s) = 1 \quad \text{for } \pi = \text{always left}.
-
-    Rewards are given per transition (``R`` has shape (2, 2, 2)) so that sampled returns are 0 or 1
-    as in the book, not the expected reward 0.1 per step.
-
-    Returns
-    -------
-    TabularMDP
-        ``gamma = 1``, ``initial = [1, 0]``, ``terminal = [False, True]``.
-
-    Examples
-    --------
-    >>> mdp = sutton_barto_one_state_mdp()
-    >>> mdp.P[0].tolist(), float(mdp.R[0, 0, 1])
-    ([[0.9, 0.1], [0.0, 1.0]], 1.0)
-
-    See chapter 8 (weighted importance sampling and infinite variance).
-    """
-    P = np.zeros((2, 2, 2))
-    P[0, 0] = [0.9, 0.1]
-    P[0, 1] = [0.0, 1.0]
-    P[1, :, 1] = 1.0
-    R = np.zeros((2, 2, 2))
-    R[0, 0, 1] = 1.0
-    return TabularMDP(P, R, gamma=1.0, initial=[1.0, 0.0], terminal=[False, True])
-
-
-def sutton_barto_one_state_policies():
-    r"""Target and behaviour policies of Sutton & Barto's Example 5.5.
-
-    .. math::
-
-        \pi(\text{left} \mid s) = 1, \qquad \mu(\text{left} \mid s) = \mu(\text{right} \mid s) = 1/2.
-
-    Returns
-    -------
-    pi, mu : ndarray, shape (2, 2)
-        Rows for the terminal state are set to the same distributions (never used).
-
-    Examples
-    --------
-    >>> pi, mu = sutton_barto_one_state_policies()
-    >>> pi[0].tolist(), mu[0].tolist()
-    ([1.0, 0.0], [0.5, 0.5])
-
-    See chapter 8.
-    """
-    pi = np.array([[1.0, 0.0], [1.0, 0.0]])
-    mu = np.full((2, 2), 0.5)
-    return pi, mu

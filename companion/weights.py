@@ -199,7 +199,7 @@ def per_decision_log_weights(log_ratios, mask=None) -> np.ndarray:
     Used in :doc:`/book/variance_problem`; :func:`companion.estimators.per_decision_is`,
     :func:`companion.estimators.weighted_per_decision_is`,
     :func:`companion.estimators.doubly_robust` and
-    :func:`companion.weighted.running_per_decision` are built on it.
+    :func:`companion.wis_experiments.running_per_decision` are built on it.
     """
     lr = as_float_array(log_ratios, "log_ratios", ndim=2)
     lr = _masked(lr, mask)

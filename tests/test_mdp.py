@@ -17,8 +17,6 @@ from companion.mdp import (
     sample_trajectories,
     softmax_policy,
     state_values,
-    sutton_barto_one_state_mdp,
-    sutton_barto_one_state_policies,
     uniform_policy,
 )
 
@@ -194,25 +192,6 @@ def test_log_rho_requires_target(small):
     mdp, pi = small
     with pytest.raises(ValueError, match="logp_target: log_rho needs it"):
         _ = sample_trajectories(mdp, pi, n=2, horizon=2, rng=0).log_rho
-
-
-# ------------------------------------------------------------------ Example 5.5
-def test_sutton_barto_example_5_5():
-    mdp = sutton_barto_one_state_mdp()
-    pi, mu = sutton_barto_one_state_policies()
-    assert policy_value(mdp, pi) == pytest.approx(1.0)
-    assert policy_value(mdp, mu) == pytest.approx(0.05 / 0.55)
-    traj = sample_trajectories(mdp, mu, n=4000, horizon=60, rng=3, target=pi)
-    G = traj.rewards.sum(1)
-    assert set(np.unique(G)) <= {0.0, 1.0}, "returns are 0 or 1 as in the book"
-    assert np.all(traj.terminated), "behaviour episodes end quickly (continue w.p. 0.45)"
-    # an episode has nonzero weight only if every action was 'left'; then rho = 2^T
-    w = np.exp(traj.log_rho.sum(1))
-    all_left = np.array([np.all(a[m] == 0) for a, m in zip(traj.actions, traj.mask, strict=True)])
-    np.testing.assert_allclose(w[all_left], 2.0 ** traj.mask.sum(1)[all_left])
-    assert np.all(w[~all_left] == 0.0)
-    on = sample_trajectories(mdp, pi, n=200, horizon=200, rng=4)
-    assert np.all(on.rewards.sum(1)[on.terminated] == 1.0)
 
 
 # ------------------------------------------------------------------ properties
