@@ -20,7 +20,7 @@ and the sampled gradient is REINFORCE (Williams, 1992) on pulls from a behaviour
 :func:`train_softmax_bandit` runs many independent learners at once (vectorised over runs) and
 reuses each batch of pulls for several reweighted gradient steps.
 
-See chapter 2 (why reinforcement learning needs importance sampling).
+Used in :doc:`/book/why_rl`.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class GaussianBandit:
     >>> bandit.n_arms, float(bandit.means.max())
     (3, 1.0)
 
-    See chapter 2.
+    Used in :doc:`/book/why_rl`.
     """
 
     means: np.ndarray
@@ -136,6 +136,8 @@ class BanditBatch:
         Observed rewards :math:`r_i`.
     logp_behavior : ndarray, shape like ``actions``
         :math:`\\log \\mu(a_i)`, needed later for the importance ratio.
+
+    Used in :doc:`/book/why_rl`.
     """
 
     actions: np.ndarray
@@ -164,6 +166,8 @@ class BanditHistory:
         ``correction="none"`` and on the first epoch of every batch, where :math:`\rho = 1`).
     logits : ndarray, shape (n_runs, K)
         Final logits.
+
+    Used in :doc:`/book/why_rl`.
     """
 
     pulls: np.ndarray
@@ -200,7 +204,7 @@ def bandit_policy(logits):
     >>> bandit_policy([0.0, np.log(3.0)]).round(3)
     array([0.25, 0.75])
 
-    See chapter 2.
+    Used in :doc:`/book/why_rl`.
     """
     theta = finite_array(logits, "logits")
     if theta.ndim not in (1, 2):
@@ -236,7 +240,7 @@ def bandit_value(bandit, logits):
     >>> bandit_value(bandit, [0.0, 0.0])
     0.5
 
-    See chapter 2.
+    Used in :doc:`/book/why_rl`.
     """
     theta = _check_logits(logits, bandit.n_arms)
     J = bandit_policy(theta) @ bandit.means
@@ -270,7 +274,7 @@ def bandit_gradient_exact(bandit, logits):
     >>> bandit_gradient_exact(bandit, [0.0, 0.0])
     array([-0.25,  0.25])
 
-    See chapter 2, eq. (eq-why-bandit-gradient).
+    Used in :doc:`/book/why_rl`; see eq. (eq-why-bandit-gradient).
     """
     theta = _check_logits(logits, bandit.n_arms)
     pi = bandit_policy(theta)
@@ -289,7 +293,7 @@ def _draw(rng, probs, n):
     return np.minimum(idx, probs.shape[-1] - 1)
 
 
-def sample_bandit(bandit, behavior, n, rng):
+def sample_bandit(bandit, behavior, n, rng) -> BanditBatch:
     r"""Pull the bandit ``n`` times with the behaviour policy :math:`\mu`.
 
     .. math::
@@ -323,7 +327,7 @@ def sample_bandit(bandit, behavior, n, rng):
     >>> batch.actions.tolist(), batch.rewards.tolist()
     ([1, 1, 1], [1.0, 1.0, 1.0])
 
-    See chapter 2.
+    Used in :doc:`/book/why_rl`.
     """
     mu = _check_probs(behavior, bandit.n_arms, "behavior")
     n = check_int(n, "n")
@@ -356,7 +360,7 @@ def _gradient_terms(theta, actions, rewards, logp_behavior, correction):
     return terms, log_rho
 
 
-def bandit_gradient(batch, logits, correction="ratio"):
+def bandit_gradient(batch, logits, correction="ratio") -> GradientEstimate:
     r"""REINFORCE gradient at ``logits`` from pulls of a behaviour policy, reweighted or not.
 
     .. math::
@@ -396,7 +400,7 @@ def bandit_gradient(batch, logits, correction="ratio"):
     >>> bool(np.all(np.abs(g.estimate - bandit_gradient_exact(bandit, [0.0, 0.0])) < 4 * g.stderr))
     True
 
-    See chapter 2, eq. (eq-why-reweighted).
+    Used in :doc:`/book/why_rl`; see eq. (eq-why-reweighted).
     """
     if correction not in _CORRECTIONS:
         raise ValueError(f"correction: must be one of {_CORRECTIONS}, got {correction!r}")
@@ -429,7 +433,7 @@ def bandit_gradient(batch, logits, correction="ratio"):
 
 
 def train_softmax_bandit(bandit, *, n_runs, n_batches, batch_size, epochs, lr, rng,
-                         correction="ratio", logits0=None):
+                         correction="ratio", logits0=None) -> BanditHistory:
     r"""Policy-gradient ascent with data reuse, for ``n_runs`` independent learners at once.
 
     For each batch ``b``: freeze :math:`\mu = \pi_{\theta}`, pull ``batch_size`` arms from it, then
@@ -480,7 +484,7 @@ def train_softmax_bandit(bandit, *, n_runs, n_batches, batch_size, epochs, lr, r
     >>> h.J.shape, int(h.pulls[-1]), h.ess_fraction.shape
     ((4, 11), 80, (4, 10, 2))
 
-    See chapter 2 (reusing a batch).
+    Used in :doc:`/book/why_rl`.
     """
     n_runs = check_int(n_runs, "n_runs")
     n_batches = check_int(n_batches, "n_batches")

@@ -66,7 +66,8 @@ HIT = 1
 
 EXAMPLE_5_4_VALUE = -0.27726
 """The value of Example 5.4's state under the target as quoted by Sutton & Barto, who estimated it
-from 100 million on-policy episodes; the exact value (:func:`exact_value`) is -0.2772042."""
+from 100 million on-policy episodes; :func:`exact_value` computes it exactly. Used in
+:doc:`/book/weighted_is`."""
 
 _CARD_P = np.array([0.0] + [1 / 13] * 9 + [4 / 13])  # _CARD_P[c] = Pr(card value c), c = 1..10
 _POLICY_SHAPE = (32, 11, 2)
@@ -112,6 +113,8 @@ class BlackjackEpisodes:
         gymnasium coding (0 stick, 1 hit); 0 on padding.
     player_sums : ndarray of int, shape (n, T)
         The player's sum when ``a_t`` was chosen; 0 on padding.
+
+    Used in :doc:`/book/weighted_is`.
     """
 
     rewards: np.ndarray
@@ -168,8 +171,6 @@ def threshold_policy(stick_on=20):
     >>> pi = threshold_policy(20)
     >>> float(pi[19, 2, 1]), float(pi[20, 2, 1])
     (1.0, 0.0)
-
-    See :doc:`/book/weighted_is`.
     """
     if check_int(stick_on, "stick_on", low=4) > 22:
         raise ValueError(f"stick_on: must be an integer in [4, 22], got {stick_on!r}")
@@ -203,8 +204,6 @@ def random_policy(p_hit=0.5):
     --------
     >>> float(random_policy()[13, 2, 1])
     0.5
-
-    See :doc:`/book/weighted_is`.
     """
     return np.full(_POLICY_SHAPE, check_unit_interval(p_hit, "p_hit"))
 
@@ -298,7 +297,8 @@ def _log_ratio(target_hit, behavior_hit, hit):
 # ---------------------------------------------------------------------------------------------
 # gymnasium-driven episodes
 # ---------------------------------------------------------------------------------------------
-def gym_episodes(n, target, behavior, rng, start=EXAMPLE_5_4_STATE, sab=False):
+def gym_episodes(n, target, behavior, rng, start=EXAMPLE_5_4_STATE,
+                 sab=False) -> BlackjackEpisodes:
     r"""Episodes of gymnasium's ``Blackjack-v1`` under ``behavior``, with log ratios for ``target``.
 
     Each episode resets the env, then (if ``start`` is given) replaces the hands: the player's by
@@ -420,7 +420,8 @@ def _dealer_final(rng, showing):
     return np.where(eff > 21, 0, eff), natural
 
 
-def simulate_episodes(n, target, behavior, rng, start=EXAMPLE_5_4_STATE, sab=False):
+def simulate_episodes(n, target, behavior, rng, start=EXAMPLE_5_4_STATE,
+                      sab=False) -> BlackjackEpisodes:
     r"""Vectorised NumPy simulation of :func:`gym_episodes` (same rules, same output).
 
     Loops over the decision index only. With an infinite deck the dealer's final hand is

@@ -11,7 +11,8 @@ r"""Diagnostics for importance weights: effective sample size and Pareto :math:`
 
 Every function accepts log weights (``log=True``), so weights of any size never overflow.
 
-See chapter 1 (effective sample size) and chapter 4 (the variance problem).
+Used in :doc:`/book/core_idea`, :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+:doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the ``variance`` assignment.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def effective_sample_size(w, log: bool = False) -> float:
     >>> effective_sample_size([2000.0, 2000.0], log=True)
     2.0
 
-    See chapter 1 (effective sample size) and chapter 4 (the variance problem).
+    Used in :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the ``variance`` assignment.
     """
     lw = _log_weights(w, log)
     n = lw.shape[0]
@@ -123,8 +124,6 @@ def khat_threshold(n) -> float:
     0.5
     >>> khat_threshold(10_000)
     0.7
-
-    See chapter 4 (the variance problem).
     """
     n = check_int(n, "n", low=2)
     return float(min(1.0 - 1.0 / math.log10(n), 0.7))
@@ -202,7 +201,8 @@ def pareto_khat(w, log: bool = False) -> float:
     The fit assumes a continuous tail. Weights on a coarse lattice with many ties in the tail
     (products of a few distinct ratios, e.g. ratios 1.2 and 0.8 over 50 steps, or the powers of two
     of Sutton & Barto's Example 5.5) can give a meaningless :math:`\hat k` (values far above 1, or
-    far below the true tail index); ArviZ gives the same numbers. Chapters 4 and 8 show both cases.
+    far below the true tail index); ArviZ gives the same numbers.
+    :doc:`The weighted importance sampling chapter </book/weighted_is>` shows such a case.
 
     Raises
     ------
@@ -220,7 +220,7 @@ def pareto_khat(w, log: bool = False) -> float:
     >>> pareto_khat(np.ones(100))
     -inf
 
-    See chapter 4 (the variance problem).
+    Used in :doc:`/book/core_idea`, :doc:`/book/weighted_is` and :doc:`/book/on_off_policy`.
     """
     lw = _log_weights(w, log)
     S = lw.shape[0]
@@ -272,6 +272,9 @@ class WeightReport:
         :func:`khat_threshold` (n) (NaN if ``n < 2``).
     verdict : str
         Plain-words reading of the numbers.
+
+    Used in :doc:`/book/core_idea`, :doc:`/book/variance_problem`, :doc:`/book/weighted_is` and
+    :doc:`/book/on_off_policy`.
     """
 
     n: int
@@ -360,7 +363,8 @@ def weight_report(w, log: bool = False) -> WeightReport:
       k-hat threshold         0.500
       verdict: reliable: k-hat is below the threshold for this sample size
 
-    See chapter 1 (effective sample size) and chapter 4 (the variance problem).
+    Used in :doc:`/book/core_idea`, :doc:`/book/variance_problem`, :doc:`/book/weighted_is` and
+    :doc:`/book/on_off_policy`.
     """
     lw = _log_weights(w, log)
     n = lw.shape[0]

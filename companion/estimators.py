@@ -114,8 +114,9 @@ class Estimate:
     >>> float(e), round(e.estimate - 2 * e.stderr, 2)
     (1.5, 1.0)
 
-    Returned by every estimator of this module; chapters read its fields from
-    :doc:`/book/core_idea` on.
+    Returned by every estimator of this module. Used in :doc:`/book/core_idea`,
+    :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`, :doc:`/book/per_step_weights`,
+    :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the ``estimators`` assignment.
     """
 
     estimate: float
@@ -663,7 +664,7 @@ def doubly_robust(rewards, log_ratios, q_hat, v_hat, gamma=1.0, mask=None) -> Es
     >>> e.terms.tolist(), e.estimate     # (0 + 1) + (0 + 2) and (-0.5 + 1) + (0 + 0.5)
     ([3.0, 1.0], 2.0)
 
-    Used in :doc:`/book/on_off_policy`, eq. (eq-onoff-dr).
+    Used in :doc:`/book/per_step_weights` and :doc:`/book/on_off_policy`; see eq. (eq-onoff-dr).
     """
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
     q = as_float_array(q_hat, "q_hat", ndim=2)

@@ -15,8 +15,9 @@ Conventions
 * The return is ``G = sum_t gamma^t r_t`` and ``J(pi) = E_pi[G]`` with ``s_0 ~ initial``.
 * Entering a terminal state ends the episode: terminal states have value 0 and are never acted in.
 
-See chapters 3 to 5 (trajectory weights, the variance problem, per-decision weights and the
-surrogate).
+Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+:doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
+``estimators`` assignment.
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ class TabularMDP:
     >>> mdp.n_states, mdp.n_actions
     (2, 2)
 
-    See chapters 3 to 5.
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
+    ``estimators`` assignment.
     """
 
     P: np.ndarray
@@ -178,7 +181,9 @@ class Trajectories:
     terminated : ndarray of bool, shape (n,)
         True if the episode entered a terminal state within the horizon (else it was truncated).
 
-    See chapter 3 (trajectory weights).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
+    ``estimators`` assignment.
     """
 
     states: np.ndarray
@@ -235,6 +240,8 @@ class PolicyQuantities:
         expected discounted episode length, ``1 / (1 - gamma)`` without terminal states).
     occupancy : ndarray, shape (H, S), or None
         Per-time state distribution (finite horizon only).
+
+    Used in :doc:`/book/per_step_weights`.
     """
 
     J: float
@@ -249,7 +256,7 @@ class PolicyQuantities:
 # constructors and policies
 # ---------------------------------------------------------------------------------------------
 def random_mdp(n_states, n_actions, rng, gamma=0.9, *, alpha=1.0, reward_scale=1.0,
-               n_terminal=0):
+               n_terminal=0) -> TabularMDP:
     r"""A random tabular MDP for testing estimators.
 
     .. math::
@@ -288,7 +295,8 @@ def random_mdp(n_states, n_actions, rng, gamma=0.9, *, alpha=1.0, reward_scale=1
     >>> mdp.P.shape, mdp.R.shape, round(float(mdp.P[0, 0].sum()), 6)
     ((4, 2, 4), (4, 2), 1.0)
 
-    See chapter 5 (per-decision weights and the surrogate).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy` and the ``estimators`` assignment.
     """
     S, A = check_int(n_states, "n_states"), check_int(n_actions, "n_actions")
     alpha = check_positive(alpha, "alpha")
@@ -333,7 +341,8 @@ def softmax_policy(logits):
     array([[0.5 , 0.5 ],
            [0.25, 0.75]])
 
-    See chapter 2 (why policy gradients need importance sampling).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy` and the ``estimators`` assignment.
     """
     theta = finite_array(logits, "logits", ndim=2)
     z = np.exp(theta - theta.max(axis=1, keepdims=True))
@@ -366,7 +375,8 @@ def uniform_policy(n_states, n_actions):
     >>> uniform_policy(2, 4)[0]
     array([0.25, 0.25, 0.25, 0.25])
 
-    See chapter 3.
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/on_off_policy` and the ``estimators``
+    assignment.
     """
     S, A = check_int(n_states, "n_states"), check_int(n_actions, "n_actions")
     return np.full((S, A), 1.0 / A)
@@ -400,7 +410,8 @@ def mix_policies(pi, mu, alpha):
     >>> mix_policies([[1.0, 0.0]], [[0.0, 1.0]], 0.25)
     array([[0.75, 0.25]])
 
-    See chapter 5 (the surrogate objective).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem` and
+    :doc:`/book/on_off_policy`.
     """
     p = check_distribution(finite_array(pi, "pi", ndim=2), "pi")
     m = finite_array(mu, "mu", ndim=2)
@@ -458,7 +469,7 @@ def _solve_finite(mdp, pi, H):
     return V, Q, d, occ
 
 
-def policy_quantities(mdp, pi, horizon=None):
+def policy_quantities(mdp, pi, horizon=None) -> PolicyQuantities:
     r"""Exact ``J``, ``V^pi``, ``Q^pi``, ``A^pi`` and discounted visitation ``d^pi``.
 
     Infinite horizon (``horizon=None``): with :math:`P_\pi` and :math:`r_\pi` restricted to
@@ -504,7 +515,7 @@ def policy_quantities(mdp, pi, horizon=None):
     >>> round(q.J, 6), q.Q[0].round(6).tolist()
     (1.0, [1.0, 0.0])
 
-    See chapters 3 to 5.
+    Used in :doc:`/book/per_step_weights`.
     """
     pi = check_policy(pi, (mdp.n_states, mdp.n_actions), "pi")
     H = check_optional_int(horizon, "horizon")
@@ -554,7 +565,9 @@ def policy_value(mdp, pi, horizon=None):
     >>> round(policy_value(mdp, pi, horizon=1), 6)
     0.1
 
-    See chapter 3 (trajectory weights).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
+    ``estimators`` assignment.
     """
     return policy_quantities(mdp, pi, horizon).J
 
@@ -589,7 +602,7 @@ def state_values(mdp, pi, horizon=None):
     >>> state_values(mdp, sutton_barto_one_state_policies()[0]).round(6)
     array([1., 0.])
 
-    See chapter 3.
+    Used in :doc:`/book/on_off_policy`.
     """
     q = policy_quantities(mdp, pi, horizon)
     return q.V if horizon is None else q.V[0]
@@ -626,7 +639,7 @@ def q_values(mdp, pi, horizon=None):
     >>> q_values(mdp, mu)[0].round(6)
     array([0.181818, 0.      ])
 
-    See chapter 5.
+    Used in :doc:`/book/on_off_policy`.
     """
     q = policy_quantities(mdp, pi, horizon)
     return q.Q if horizon is None else q.Q[0]
@@ -665,7 +678,7 @@ def discounted_visitation(mdp, pi, horizon=None, normalize=False):
     >>> discounted_visitation(mdp, pi).round(6)   # expected number of visits: 1 / 0.1
     array([10.,  0.])
 
-    See chapter 5 (the surrogate objective).
+    Used in :doc:`/book/per_step_weights`.
     """
     d = policy_quantities(mdp, pi, horizon).d
     return d / d.sum() if normalize else d
@@ -708,7 +721,7 @@ def policy_gradient_exact(mdp, logits, horizon=None):
     array([[ 0.0826, -0.0826],
            [ 0.    ,  0.    ]])
 
-    See chapter 3 (the off-policy policy gradient).
+    Used in :doc:`/book/trajectory_weights` and :doc:`/book/per_step_weights`.
     """
     pi = softmax_policy(logits)
     if pi.shape != (mdp.n_states, mdp.n_actions):
@@ -732,7 +745,7 @@ def _categorical(rng, probs):
     return np.minimum(idx, probs.shape[1] - 1)
 
 
-def sample_trajectories(mdp, behavior, n, horizon, rng, target=None):
+def sample_trajectories(mdp, behavior, n, horizon, rng, target=None) -> Trajectories:
     r"""Sample ``n`` episodes of a behaviour policy, vectorised over episodes.
 
     .. math::
@@ -775,7 +788,9 @@ def sample_trajectories(mdp, behavior, n, horizon, rng, target=None):
     >>> traj.states.shape, traj.mask.dtype, bool(np.all(traj.mask[:, 0]))
     ((4, 5), dtype('bool'), True)
 
-    See chapter 3 (trajectory weights).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
+    ``estimators`` assignment.
     """
     shape = (mdp.n_states, mdp.n_actions)
     mu = check_policy(behavior, shape, "behavior")

@@ -12,6 +12,8 @@ weight :math:`\rho_{0:T-1} G` then has an infinite second moment under the behav
 * :func:`one_state_episodes` samples whole episodes at once from their closed-form distribution,
   and :func:`one_state_running` the running ordinary and weighted estimates of many long runs.
 * :func:`one_state_second_moment` gives the partial sums of the diverging second moment.
+
+Used in :doc:`/book/weighted_is`.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ _P_END = 1.0 - _P_LEFT_STAY  # 0.55: the episode ends at this step
 _P_NONZERO = _P_LEFT_END / _P_END  # 1/11: an ending step is 'left' (weight > 0)
 
 
-def sutton_barto_one_state_mdp():
+def sutton_barto_one_state_mdp() -> TabularMDP:
     r"""The one-state MDP of Sutton & Barto (2018), Example 5.5 (infinite variance of ordinary IS).
 
     State 0 is the only non-terminal state, state 1 is terminal. Action 0 (*left*) returns to state 0
@@ -64,7 +66,7 @@ def sutton_barto_one_state_mdp():
     >>> mdp.P[0].tolist(), float(mdp.R[0, 0, 1])
     ([[0.9, 0.1], [0.0, 1.0]], 1.0)
 
-    See chapter 8 (weighted importance sampling and infinite variance).
+    Used in :doc:`/book/weighted_is`.
     """
     P = np.zeros((2, 2, 2))
     P[0, 0] = [0.9, 0.1]
@@ -93,7 +95,7 @@ def sutton_barto_one_state_policies():
     >>> pi[0].tolist(), mu[0].tolist()
     ([1.0, 0.0], [0.5, 0.5])
 
-    See chapter 8.
+    Used in :doc:`/book/weighted_is`.
     """
     pi = np.array([[1.0, 0.0], [1.0, 0.0]])
     mu = np.full((2, 2), 0.5)
@@ -166,6 +168,8 @@ class OneStateRuns:
         Sample second moment :math:`\\frac1k \\sum_{i \\le k} (w_i G_i)^2`.
     first_positive : ndarray of int, shape (n_runs,)
         Number (1-based) of the first episode with a positive weight.
+
+    Used in :doc:`/book/weighted_is`.
     """
 
     checkpoints: np.ndarray

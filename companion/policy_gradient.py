@@ -22,8 +22,8 @@ With the return from time :math:`t` of the notation page, :math:`G_t = \sum_{t' 
 :math:`\gamma^t G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'}`; and
 :math:`\rho_{0:t} = \prod_{k \le t} \pi(a_k|s_k) / \mu(a_k|s_k)` is the prefix weight.
 
-See :doc:`/book/why_rl` (policy gradients), :doc:`/book/trajectory_weights` (the off-policy
-policy gradient) and :doc:`/book/per_step_weights` (per-decision weights and the surrogate).
+Used in :doc:`/book/why_rl`, :doc:`/book/trajectory_weights`, :doc:`/book/per_step_weights` and
+:doc:`/book/on_off_policy`.
 """
 
 from __future__ import annotations
@@ -38,18 +38,14 @@ from ._validation import (
     check_mask,
     check_optional_int,
     check_policy,
-    finite_array,
 )
 from .mdp import TabularMDP, Trajectories, policy_quantities, softmax_policy
 
 __all__ = [
     "GradientEstimate",
-    "score_function",
-    "reinforce_gradient",
     "prefix_weighted_gradient",
     "per_decision_gradient",
     "trajectory_is_gradient",
-    "surrogate_gradient",
     "surrogate_objective",
     "surrogate_gradient_exact",
     "prefix_weighted_gradient_expectation",
@@ -70,6 +66,8 @@ class GradientEstimate:
         Number of trajectories.
     terms : ndarray, shape (n, S, A)
         One gradient term per trajectory.
+
+    Used in :doc:`/book/why_rl` and :doc:`/book/trajectory_weights`.
     """
 
     estimate: np.ndarray
@@ -158,115 +156,7 @@ def _accumulate_score(pi, states, actions, coef, mask):
 # ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
-def score_function(logits, states, actions):
-    r"""Score of a tabular softmax policy with respect to its logits.
-
-    .. math::
-
-        \frac{\partial \log \pi(a \mid s)}{\partial \theta_{s' b}}
-        = \mathbb{1}[s' = s]\,\big(\mathbb{1}[b = a] - \pi(b \mid s)\big).
-
-    Parameters
-    ----------
-    logits : array_like, shape (S, A)
-    states, actions : array_like of int, same shape ``batch``
-        States and actions (scalars allowed).
-
-    Returns
-    -------
-    ndarray, shape batch + (S, A)
-        Only row ``s`` of each (S, A) slice is non-zero; it sums to 0.
-
-    Raises
-    ------
-    ValueError
-        On NaN/inf logits, mismatched shapes, or a state/action out of range.
-
-    Examples
-    --------
-    >>> score_function(np.zeros((2, 2)), 1, 0)
-    array([[ 0. ,  0. ],
-           [ 0.5, -0.5]])
-
-    See :doc:`/book/why_rl`.
-    """
-    pi = softmax_policy(logits)
-    S, A = pi.shape
-    s = np.asarray(states)
-    a = np.asarray(actions)
-    if s.shape != a.shape:
-        raise ValueError(f"states and actions must have the same shape, got {s.shape} and {a.shape}")
-    if not (np.issubdtype(s.dtype, np.integer) and np.issubdtype(a.dtype, np.integer)):
-        raise ValueError("states and actions must be integer arrays")
-    if np.any((s < 0) | (s >= S)):
-        raise ValueError(f"states must lie in [0, {S})")
-    if np.any((a < 0) | (a >= A)):
-        raise ValueError(f"actions must lie in [0, {A})")
-    out = np.zeros(s.shape + (S, A))
-    flat = out.reshape(-1, S, A)
-    k = np.arange(flat.shape[0])
-    sf, af = s.ravel(), a.ravel()
-    flat[k, sf, :] = -pi[sf]
-    flat[k, sf, af] += 1.0
-    return out
-
-
-def reinforce_gradient(traj, logits, gamma, *, check_on_policy=True):
-    r"""On-policy REINFORCE with reward-to-go.
-
-    .. math::
-
-        \hat g = \frac1n \sum_{i=1}^n \sum_t \nabla \log \pi(a^i_t \mid s^i_t)\,
-                 \gamma^t G^i_t, \qquad
-        \gamma^t G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'}.
-
-    Unbiased for :math:`\nabla J(\pi)` when the episodes were drawn from :math:`\pi` itself.
-
-    Parameters
-    ----------
-    traj : Trajectories
-        Episodes (n, T), ideally sampled from ``pi``.
-    logits : array_like, shape (S, A)
-        Logits of ``pi``.
-    gamma : float
-        Discount in [0, 1].
-    check_on_policy : bool, default True
-        Raise if ``traj.logp_behavior`` differs from ``log pi`` on some step (set False to
-        demonstrate what goes wrong on off-policy data).
-
-    Returns
-    -------
-    GradientEstimate
-
-    Raises
-    ------
-    ValueError
-        On malformed trajectories, or off-policy data when ``check_on_policy`` is True.
-
-    Examples
-    --------
-    >>> from companion.mdp import random_mdp, sample_trajectories, softmax_policy
-    >>> mdp = random_mdp(3, 2, rng=0)
-    >>> logits = np.zeros((3, 2))
-    >>> traj = sample_trajectories(mdp, softmax_policy(logits), n=100, horizon=4, rng=1)
-    >>> reinforce_gradient(traj, logits, gamma=mdp.gamma).terms.shape
-    (100, 3, 2)
-
-    See :doc:`/book/why_rl`.
-    """
-    pi, gamma = _check_traj(traj, logits, gamma)
-    if check_on_policy:
-        diff = np.abs(_log_pi(pi, traj) - traj.logp_behavior)
-        if np.any(diff[traj.mask] > 1e-8):
-            i, t = (int(x) for x in np.argwhere(traj.mask & (diff > 1e-8))[0])
-            raise ValueError(f"traj was not sampled from pi: log-probabilities differ at trajectory "
-                             f"{i}, step {t} (pass check_on_policy=False to allow this)")
-    coef = _reward_to_go(_discounted_rewards(traj, gamma))
-    return GradientEstimate.from_terms(
-        _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
-
-
-def prefix_weighted_gradient(traj, logits, gamma):
+def prefix_weighted_gradient(traj, logits, gamma) -> GradientEstimate:
     r"""Prefix-weighted reward-to-go: the prefix weight up to the action times the *behaviour's*
     reward-to-go.
 
@@ -318,7 +208,7 @@ def prefix_weighted_gradient(traj, logits, gamma):
         _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
 
 
-def per_decision_gradient(traj, logits, gamma):
+def per_decision_gradient(traj, logits, gamma) -> GradientEstimate:
     r"""Unbiased per-decision off-policy gradient: each reward weighted by its own prefix.
 
     .. math::
@@ -353,7 +243,7 @@ def per_decision_gradient(traj, logits, gamma):
     >>> bool(np.allclose(g.estimate.sum(axis=1), 0.0))
     True
 
-    See :doc:`/book/trajectory_weights` and :doc:`/book/per_step_weights`.
+    Used in :doc:`/book/trajectory_weights`.
     """
     pi, gamma = _check_traj(traj, logits, gamma)
     coef = _reward_to_go(_prefix_rho(pi, traj) * _discounted_rewards(traj, gamma))
@@ -361,7 +251,7 @@ def per_decision_gradient(traj, logits, gamma):
         _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
 
 
-def trajectory_is_gradient(traj, logits, gamma):
+def trajectory_is_gradient(traj, logits, gamma) -> GradientEstimate:
     r"""Full-trajectory importance-sampled policy gradient.
 
     .. math::
@@ -370,7 +260,7 @@ def trajectory_is_gradient(traj, logits, gamma):
                  \gamma^t G^i_t, \qquad \gamma^t G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'} .
 
     Unbiased, with a variance that grows with the length of the episode
-    (:doc:`/book/variance_problem`).
+    (:doc:`the variance problem </book/variance_problem>`).
 
     Parameters
     ----------
@@ -395,94 +285,13 @@ def trajectory_is_gradient(traj, logits, gamma):
     >>> trajectory_is_gradient(traj, np.zeros((3, 2)), mdp.gamma).n
     50
 
-    See :doc:`/book/trajectory_weights`.
+    Used in :doc:`/book/trajectory_weights`.
     """
     pi, gamma = _check_traj(traj, logits, gamma)
     rho = _prefix_rho(pi, traj)
     last = np.maximum(traj.mask.sum(axis=1) - 1, 0)
     w = rho[np.arange(traj.n), last] * traj.mask[:, 0]
     coef = w[:, None] * _reward_to_go(_discounted_rewards(traj, gamma))
-    return GradientEstimate.from_terms(
-        _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
-
-
-def _advantage_per_step(traj, advantages, advantage_table):
-    if (advantages is None) == (advantage_table is None):
-        raise ValueError("advantages: pass exactly one of advantages (n, T) or advantage_table "
-                         "((S, A) or (T, S, A))")
-    if advantages is not None:
-        adv = np.asarray(advantages, dtype=float)
-        if adv.shape != traj.states.shape:
-            raise ValueError(f"advantages: expected shape (n, T) = {traj.states.shape}, "
-                             f"got {adv.shape}")
-        if not np.all(np.isfinite(adv[traj.mask])):
-            i, t = (int(x) for x in np.argwhere(traj.mask & ~np.isfinite(adv))[0])
-            raise ValueError(f"advantages: NaN or inf at trajectory {i}, step {t}")
-        return np.where(traj.mask, adv, 0.0)
-    table = finite_array(advantage_table, "advantage_table")
-    if table.ndim == 2:
-        return np.where(traj.mask, table[traj.states, traj.actions], 0.0)
-    if table.ndim == 3:
-        if table.shape[0] < traj.horizon:
-            raise ValueError(f"advantage_table: has {table.shape[0]} time steps, traj needs "
-                             f"{traj.horizon}")
-        t = np.broadcast_to(np.arange(traj.horizon), traj.states.shape)
-        return np.where(traj.mask, table[t, traj.states, traj.actions], 0.0)
-    raise ValueError(f"advantage_table: expected shape (S, A) or (T, S, A), got {table.shape}")
-
-
-def surrogate_gradient(traj, logits, gamma, *, advantages=None, advantage_table=None):
-    r"""Single-step surrogate gradient (CPI / TRPO / PPO): one ratio per step, behaviour advantage.
-
-    .. math::
-
-        \hat g = \frac1n \sum_i \sum_t \gamma^t\, \rho^i_t\, \nabla \log \pi(a^i_t \mid s^i_t)\,
-                 A^\mu_t(s^i_t, a^i_t), \qquad \rho_t = \frac{\pi(a_t|s_t)}{\mu(a_t|s_t)} .
-
-    Unbiased for the gradient of the local approximation :func:`surrogate_objective`
-    :math:`L_\mu(\pi)`, **not** of :math:`J(\pi)`: states are still visited as under :math:`\mu`.
-    The two gradients agree at :math:`\pi = \mu`. (Practical PPO/TRPO code also drops
-    :math:`\gamma^t`.)
-
-    Parameters
-    ----------
-    traj : Trajectories
-        Episodes from ``mu``.
-    logits : array_like, shape (S, A)
-        Logits of ``pi``.
-    gamma : float
-    advantages : array_like, shape (n, T), optional
-        Per-step advantage estimates (e.g. from GAE).
-    advantage_table : array_like, shape (S, A) or (T, S, A), optional
-        Exact advantages ``A^mu`` (``policy_quantities(mdp, mu, horizon).A``); time-indexed for a
-        finite horizon. Exactly one of ``advantages`` / ``advantage_table`` is required.
-
-    Returns
-    -------
-    GradientEstimate
-
-    Raises
-    ------
-    ValueError
-        On malformed trajectories, missing or badly shaped advantages.
-
-    Examples
-    --------
-    >>> from companion.mdp import random_mdp, sample_trajectories, uniform_policy, policy_quantities
-    >>> mdp = random_mdp(3, 2, rng=0)
-    >>> mu = uniform_policy(3, 2)
-    >>> A_mu = policy_quantities(mdp, mu, horizon=4).A
-    >>> traj = sample_trajectories(mdp, mu, n=50, horizon=4, rng=1)
-    >>> surrogate_gradient(traj, np.zeros((3, 2)), mdp.gamma, advantage_table=A_mu).n
-    50
-
-    The estimator behind the surrogate of :doc:`/book/per_step_weights`; used in
-    :doc:`/book/on_off_policy`.
-    """
-    pi, gamma = _check_traj(traj, logits, gamma)
-    adv = _advantage_per_step(traj, advantages, advantage_table)
-    rho_t = np.where(traj.mask, np.exp(_log_pi(pi, traj) - traj.logp_behavior), 0.0)
-    coef = (gamma ** np.arange(traj.horizon)) * rho_t * adv
     return GradientEstimate.from_terms(
         _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
 
@@ -532,7 +341,8 @@ def surrogate_objective(mdp, pi, mu, horizon=None):
     >>> bool(np.isclose(surrogate_objective(mdp, mu, mu), policy_value(mdp, mu)))
     True
 
-    Used in :doc:`/book/per_step_weights` (the surrogate objective, eq. (eq-perstep-surrogate)).
+    Used in :doc:`/book/per_step_weights` and :doc:`/book/on_off_policy`; see eq.
+    (eq-perstep-surrogate).
     """
     check_instance(mdp, TabularMDP, "mdp")
     pi = check_policy(pi, (mdp.n_states, mdp.n_actions), "pi")

@@ -1,7 +1,7 @@
 r"""Truncated importance-sampling traces: Retrace(:math:`\lambda`) and V-trace.
 
 Multi-step returns computed from another policy's data need importance ratios, and products
-of ratios have exploding variance (:doc:`/book/variance_problem`). Retrace (Munos et al. 2016)
+of ratios have exploding variance (:doc:`the variance problem </book/variance_problem>`). Retrace (Munos et al. 2016)
 and V-trace (Espeholt et al. 2018, IMPALA) cut the products off at one: every step multiplies the
 trace by a *truncated* ratio, so the trace never grows.
 
@@ -13,7 +13,6 @@ Sample-based targets, on batches of trajectories of shape (n_trajectories, horiz
                                 :math:`c_t = \lambda \min(\bar c, \rho_t)`
 :func:`vtrace_targets`          :math:`v_t = V(s_t) + \bar\rho_t \delta_t
                                 + \gamma c_t (v_{t+1} - V(s_{t+1}))`
-:func:`nstep_targets`           the uncorrected :math:`n`-step return (no ratios), for contrast
 ==============================  =============================================================
 
 Exact expected operators on a tabular MDP (:class:`companion.mdp.TabularMDP`), which the tests
@@ -40,7 +39,7 @@ successor is terminal must carry a successor value of 0 (``v_next`` / ``next_val
 last real step of a row is where the correction stops, and its successor value is the
 bootstrap. Targets are 0 on padded steps.
 
-See :doc:`/book/on_off_policy`.
+Used in :doc:`/book/on_off_policy`.
 """
 
 from __future__ import annotations
@@ -71,7 +70,6 @@ __all__ = [
     "VTraceTargets",
     "retrace_targets",
     "vtrace_targets",
-    "nstep_targets",
     "trace_operator",
     "retrace_operator",
     "vtrace_operator",
@@ -263,6 +261,8 @@ class VTraceTargets:
         The policy-gradient advantages of IMPALA,
         :math:`\bar\rho_t (r_t + \gamma v_{t+1} - V(s_t))` (0 on padding), with
         :math:`v_{t+1}` replaced by the successor value on the last real step.
+
+    Used in :doc:`/book/on_off_policy`.
     """
 
     vs: np.ndarray
@@ -360,59 +360,6 @@ def _vtrace_flat(r, V, V1, rho_t, c, gamma, layout):
     return vs, adv
 
 
-def nstep_targets(rewards, v_next, n_step, gamma, mask=None) -> np.ndarray:
-    r"""Uncorrected :math:`n`-step return targets (no importance ratios).
-
-    .. math::
-
-        G^{(n)}_t = \sum_{k=0}^{m-1} \gamma^k r_{t+k} + \gamma^{m} \bar V_{t+m},
-        \qquad m = \min(n, L - t),
-
-    where :math:`L` is the number of real steps of the row and :math:`\bar V_{t+m}` is
-    ``v_next[t + m - 1]`` (0 if the episode ended there). Used as a target for
-    :math:`Q(s_t, a_t)` with behaviour data it estimates the value of "take :math:`a_t`, follow
-    :math:`\mu` for :math:`n - 1` steps, then :math:`\pi`", not :math:`Q^\pi` (see
-    :func:`nstep_fixed_point`). ``n_step=1`` is the one-step target, which needs no correction.
-
-    Parameters
-    ----------
-    rewards : array_like, shape (n_trajectories, horizon)
-        Rewards.
-    v_next : array_like, same shape
-        Successor values :math:`\bar V_{t+1}` as in :func:`retrace_targets`.
-    n_step : int >= 1
-        Number of rewards :math:`n`.
-    gamma : float in [0, 1]
-        Discount.
-    mask : array_like of bool, same shape, optional
-        ``True`` on real steps.
-
-    Returns
-    -------
-    ndarray, shape (n_trajectories, horizon)
-        :math:`G^{(n)}_t`; 0 on padded steps.
-
-    Raises
-    ------
-    ValueError
-        On a shape mismatch, NaN/inf at a real step, a bad ``mask``, ``gamma`` outside [0, 1]
-        or ``n_step`` not a positive integer.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> r = np.array([[1.0, 2.0, 3.0]]); v = np.array([[10.0, 20.0, 30.0]])
-    >>> nstep_targets(r, v, n_step=2, gamma=0.5)   # 1 + 0.5*2 + 0.25*20, 2 + 0.5*3 + 0.25*30, 3 + 0.5*30
-    array([[ 7., 11., 18.]])
-
-    See :doc:`/book/on_off_policy` (experience replay), eq. (eq-onoff-nstep).
-    """
-    g = check_gamma(gamma)
-    n = check_int(n_step, "n_step")
-    arrs, m = _batch({"rewards": rewards, "v_next": v_next}, mask)
-    return _nstep(arrs["rewards"], arrs["v_next"], m, n, g)
-
-
 def _nstep_parts(r, m, n, g):
     """Reward part, bootstrap column and discount of every n-step target (2-D, padded)."""
     N, T = r.shape
@@ -426,11 +373,6 @@ def _nstep_parts(r, m, n, g):
     last = np.clip(np.minimum(t[None, :] + n, lengths[:, None]) - 1, 0, T - 1)  # bootstrap step
     steps = np.maximum(last - t[None, :] + 1, 0)                                # m
     return part, last, np.where(m, g**steps, 0.0)
-
-
-def _nstep(r, v_next, m, n, g):
-    part, last, disc = _nstep_parts(r, m, n, g)
-    return np.where(m, part + disc * np.take_along_axis(v_next, last, axis=1), 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -711,7 +653,9 @@ def vtrace_operator(mdp, v, pi, mu, rho_bar=1.0, c_bar=1.0, lam=1.0) -> np.ndarr
 def nstep_fixed_point(mdp, pi, mu, n_step) -> np.ndarray:
     r"""Fixed point of the uncorrected :math:`n`-step operator with behaviour data.
 
-    The expected target of :func:`nstep_targets` with actions :math:`a_{t+1}, \dots,
+    The expected uncorrected :math:`n`-step target
+    :math:`G^{(n)}_t = \sum_{k=0}^{n-1} \gamma^k r_{t+k} + \gamma^n \bar V_{t+n}` (no importance
+    ratios) with actions :math:`a_{t+1}, \dots,
     a_{t+n-1} \sim \mu` is :math:`T_n Q = \sum_{k=0}^{n-1} (\gamma P^\mu)^k r + (\gamma
     P^\mu)^{n-1} \gamma P^\pi Q` on state-action pairs, with :math:`P^\nu((s,a),(s',a')) =
     P(s'|s,a)\,\nu(a'|s')`. Its fixed point is
@@ -887,7 +831,7 @@ def tabular_q_evaluation(traj, pi, gamma, *, method="retrace", lam=1.0, c_bar=1.
       no ratios needed). The limit is the certainty-equivalence estimate, the value of
       :math:`\pi` in the MDP estimated from the batch's counts: consistent for :math:`Q^\pi` as
       the batch grows, biased in general at any finite size;
-    * ``"n_step"``: :func:`nstep_targets`, uncorrected (consistent for
+    * ``"n_step"``: the uncorrected :math:`n`-step return (no ratios; consistent for
       :func:`nstep_fixed_point`, not for :math:`Q^\pi`); only complete windows are used (the
       episode ended, or :math:`n` steps of data follow), as in an :math:`n`-step replay buffer;
     * ``"retrace"``: :func:`retrace_targets` with ``lam`` and ``c_bar`` (consistent for

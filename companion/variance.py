@@ -22,10 +22,11 @@ The functions:
 * :func:`estimator_moments`: exact mean and variance of the per-episode term of the trajectory,
   per-decision, doubly robust and single-step estimators on a tabular MDP.
 
-The single-ratio estimator of :doc:`/book/per_step_weights`, which avoids this growth, is
-:func:`companion.estimators.single_step_is`.
+The single-ratio estimator of :doc:`per-step weights </book/per_step_weights>`, which avoids this
+growth, is :func:`companion.estimators.single_step_is`.
 
-Used in :doc:`/book/variance_problem` and :doc:`/book/per_step_weights`.
+Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+:doc:`/book/per_step_weights`, :doc:`/book/on_off_policy` and the ``variance`` assignment.
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def chi_square_divergence(pi, mu):
     >>> chi_square_divergence([[0.5, 0.5], [0.9, 0.1]], [[0.5, 0.5], [0.5, 0.5]]).round(4)
     array([0.  , 0.64])
 
-    Used in :doc:`/book/variance_problem`, eq. (eq-var-chi2).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy` and the ``variance`` assignment; see
+    eq. (eq-var-chi2).
     """
     p = finite_array(pi, "pi")
     if p.ndim not in (1, 2):
@@ -158,7 +161,8 @@ def log_weight_moment(mdp, pi, mu, horizon, order=2, *, per_horizon=False):
     >>> round(float(np.exp(log_weight_moment(one_state, pi, mu, horizon=100))), 2)  # 1.04^100
     50.5
 
-    Used in :doc:`/book/variance_problem`, eqs. (eq-var-moment-recursion) and (eq-var-bounds).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem` and
+    :doc:`/book/on_off_policy`; see eqs. (eq-var-moment-recursion) and (eq-var-bounds).
     """
     p, m, H = _check_problem(mdp, pi, mu, horizon)
     k = check_positive(order, "order")

@@ -70,6 +70,8 @@ class RunningEstimates:
     weighted : ndarray, shape (..., n)
         ``weighted[..., k]`` is :math:`\\sum_{i \\le k} w_i G_i / \\sum_{i \\le k} w_i`, and 0 while
         every weight so far is 0.
+
+    Used in :doc:`/book/weighted_is`.
     """
 
     ordinary: np.ndarray
@@ -181,6 +183,8 @@ class ExactMoments:
         :math:`\\Var(\\hat v)`.
     mse : float
         ``variance + bias**2``.
+
+    Used in :doc:`/book/weighted_is`.
     """
 
     n: int
@@ -370,7 +374,7 @@ def running_per_decision(rewards, log_ratios, checkpoints, gamma=1.0, mask=None)
     >>> pd.tolist(), wpd.round(4).tolist()  # n = 2: (4 + 0.25) / 2 and 0.8 + 1
     ([4.0, 2.125], [2.0, 1.8])
 
-    See chapter 8 (weighted per-decision importance sampling).
+    Used in :doc:`/book/weighted_is`.
     """
     r = as_float_array(rewards, "rewards", ndim=2)
     lr = as_float_array(log_ratios, "log_ratios", ndim=2)
