@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,8 +23,19 @@ def test_every_notebook_is_in_the_toc_and_every_entry_exists():
     assert book_checks.toc_problems(ROOT) == []
 
 
+def _unstripped(paths) -> subprocess.CompletedProcess:
+    """nbstripout's own check (``make strip`` runs the same tool): non-zero if a file would change."""
+    return subprocess.run([sys.executable, "-m", "nbstripout", "--keep-id", "--verify", *map(str, paths)],
+                          capture_output=True, text=True)
+
+
 def test_notebooks_are_committed_without_outputs():
-    assert book_checks.output_problems(ROOT) == []
+    result = _unstripped(sorted((ROOT / "book").glob("*.ipynb")))
+    assert result.returncode == 0, f"run `make strip`:\n{result.stdout}{result.stderr}"
+
+
+def test_every_cell_has_an_id():
+    assert book_checks.cell_id_problems(ROOT) == []
 
 
 def test_chapters_follow_the_layout():
@@ -67,15 +79,17 @@ def test_checks_catch_a_cell_without_an_id(broken_book):
     raw = json.loads(path.read_text())
     del raw["cells"][3]["id"]
     path.write_text(json.dumps(raw, indent=1))
-    assert book_checks.output_problems(broken_book) == ["core_idea.ipynb: cell 3 has no id"]
+    assert book_checks.cell_id_problems(broken_book) == ["core_idea.ipynb: cell 3 has no id"]
 
 
 def test_checks_catch_a_notebook_with_outputs(broken_book):
     cell = nbformat.v4.new_code_cell("1 + 1")
     cell.execution_count = 1
     cell.outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=1)]
-    nbformat.write(_notebook([cell]), broken_book / "book" / "with_output.ipynb")
-    assert any("with_output" in p for p in book_checks.output_problems(broken_book))
+    path = broken_book / "book" / "with_output.ipynb"
+    nbformat.write(_notebook([cell]), path)
+    assert _unstripped([path]).returncode != 0
+    assert _unstripped([broken_book / "book" / "core_idea.ipynb"]).returncode == 0
 
 
 def _only_chapter(book, name, cells):
