@@ -250,3 +250,31 @@ def test_autograder_requirements_pin_the_same_versions_as_the_course():
     course, autograder = pins("requirements.txt"), pins("assignments/requirements-autograder.txt")
     assert autograder, "the autograder's requirements pin nothing"
     assert {name: course.get(name) for name in autograder} == autograder
+
+
+def test_toc_reader_follows_sections_urls_and_globs(tmp_path):
+    """scripts/toc.py reads _toc.yml with jupyter-book's parser: reading order, sections, a url
+    entry skipped (a link, not a document), a glob expanded like Sphinx, a missing file kept."""
+    import toc
+
+    (tmp_path / "book").mkdir()
+    for name in ("intro.md", "b.md", "ch_2.ipynb", "ch_1.md", "a.ipynb"):
+        (tmp_path / "book" / name).write_text("")
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump({
+        "format": "jb-book", "root": "book/intro",
+        "parts": [{"caption": "A", "chapters": [
+            {"file": "book/b.md"},
+            {"url": "https://example.org", "title": "Elsewhere"},
+            {"glob": "book/ch_*"},
+            {"file": "book/a", "sections": [{"file": "book/missing"}]},
+        ]}],
+    }))
+    names = [p.relative_to(tmp_path).as_posix() for p in toc.toc_files(tmp_path)]
+    assert names == ["book/intro.md", "book/b.md", "book/ch_1.md", "book/ch_2.ipynb",
+                     "book/a.ipynb", "book/missing"]
+    assert [p.name for p in toc.toc_notebooks(tmp_path)] == ["ch_2.ipynb", "a.ipynb"]
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump({
+        "format": "jb-book", "root": "book/intro",
+        "chapters": [{"glob": "book/nothing_*"}]}))
+    with pytest.raises(ValueError, match="glob 'book/nothing_\\*' matches no document"):
+        toc.toc_files(tmp_path)
