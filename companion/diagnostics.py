@@ -350,18 +350,28 @@ def weight_report(w, log: bool = False) -> WeightReport:
 
     Examples
     --------
-    >>> report = weight_report([1.0] * 50)
-    >>> report.ess, report.max_share, report.khat
-    (50.0, 0.02, -inf)
-    >>> print(weight_report(np.arange(1.0, 101.0)))  # doctest: +NORMALIZE_WHITESPACE
+    Equal weights: every draw counts fully, and there is no tail (:math:`1 - 1/\log_{10} 50`
+    is the threshold).
+
+    >>> print(weight_report([1.0] * 50))  # doctest: +NORMALIZE_WHITESPACE
     Importance weight report
-      n                       100
-      ESS                     75.4
-      ESS / n                 0.754
-      largest weight's share  0.0198
-      Pareto k-hat            -0.405
-      k-hat threshold         0.500
-      verdict: reliable: k-hat is below the threshold for this sample size
+      n                       50
+      ESS                     50.0
+      ESS / n                 1.000
+      largest weight's share  0.02
+      Pareto k-hat            -inf
+      k-hat threshold         0.411
+      verdict: reliable as far as the tail goes: the largest weights are tied, so the weights
+      have no tail (k-hat = -inf)
+
+    Bounded weights :math:`1, \dots, 100`: the ESS is :math:`5050^2 / 338350`, and the fitted
+    tail is light (:math:`\hat k < 0`, a bounded distribution).
+
+    >>> report = weight_report(np.arange(1.0, 101.0))
+    >>> bool(np.isclose(report.ess, 5050**2 / 338350)), bool(np.isclose(report.max_share, 100 / 5050))
+    (True, True)
+    >>> bool(report.khat < 0 < report.khat_threshold), report.verdict
+    (True, 'reliable: k-hat is below the threshold for this sample size')
 
     Used in :doc:`/book/core_idea`, :doc:`/book/variance_problem`, :doc:`/book/weighted_is` and
     :doc:`/book/on_off_policy`.
