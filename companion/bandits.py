@@ -128,6 +128,8 @@ class GaussianBandit:
 class BanditBatch:
     """Pulls of a bandit by a behaviour policy.
 
+    Used in :doc:`/book/why_rl`.
+
     Attributes
     ----------
     actions : ndarray of int, shape (n,) or (n_runs, n)
@@ -136,8 +138,6 @@ class BanditBatch:
         Observed rewards :math:`r_i`.
     logp_behavior : ndarray, shape like ``actions``
         :math:`\\log \\mu(a_i)`, needed later for the importance ratio.
-
-    Used in :doc:`/book/why_rl`.
     """
 
     actions: np.ndarray
@@ -154,6 +154,8 @@ class BanditBatch:
 class BanditHistory:
     r"""Learning curves of :func:`train_softmax_bandit`.
 
+    Used in :doc:`/book/why_rl`.
+
     Attributes
     ----------
     pulls : ndarray of int, shape (n_batches + 1,)
@@ -166,8 +168,6 @@ class BanditHistory:
         ``correction="none"`` and on the first epoch of every batch, where :math:`\rho = 1`).
     logits : ndarray, shape (n_runs, K)
         Final logits.
-
-    Used in :doc:`/book/why_rl`.
     """
 
     pulls: np.ndarray

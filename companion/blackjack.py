@@ -100,6 +100,8 @@ class BlackjackEpisodes:
     """A batch of blackjack episodes padded to a common length ``T``, ready for
     ``companion.estimators`` (``trajectory_is(ep.rewards, ep.log_ratios, mask=ep.mask)``).
 
+    Used in :doc:`/book/weighted_is`.
+
     Attributes
     ----------
     rewards : ndarray, shape (n, T)
@@ -113,8 +115,6 @@ class BlackjackEpisodes:
         gymnasium coding (0 stick, 1 hit); 0 on padding.
     player_sums : ndarray of int, shape (n, T)
         The player's sum when ``a_t`` was chosen; 0 on padding.
-
-    Used in :doc:`/book/weighted_is`.
     """
 
     rewards: np.ndarray

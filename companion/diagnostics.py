@@ -256,6 +256,9 @@ _VERDICT_TEXT = {
 class WeightReport:
     """Summary of a batch of importance weights (see :func:`weight_report`).
 
+    Used in :doc:`/book/core_idea`, :doc:`/book/variance_problem`, :doc:`/book/weighted_is` and
+    :doc:`/book/on_off_policy`.
+
     Attributes
     ----------
     n : int
@@ -272,9 +275,6 @@ class WeightReport:
         :func:`khat_threshold` (n) (NaN if ``n < 2``).
     verdict : str
         Plain-words reading of the numbers.
-
-    Used in :doc:`/book/core_idea`, :doc:`/book/variance_problem`, :doc:`/book/weighted_is` and
-    :doc:`/book/on_off_policy`.
     """
 
     n: int

@@ -166,6 +166,10 @@ class TabularMDP:
 class Trajectories:
     """A batch of ``n`` episodes padded to a common length ``T``.
 
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
+    ``estimators`` assignment.
+
     Attributes
     ----------
     states, actions : ndarray of int, shape (n, T)
@@ -180,10 +184,6 @@ class Trajectories:
         True on real steps; padding is a suffix.
     terminated : ndarray of bool, shape (n,)
         True if the episode entered a terminal state within the horizon (else it was truncated).
-
-    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
-    ``estimators`` assignment.
     """
 
     states: np.ndarray
@@ -229,6 +229,8 @@ class PolicyQuantities:
     ``V[H] = 0``, ``Q`` and ``A`` (H, S, A) where ``Q[t]`` has ``H - t`` steps to go, and
     ``occupancy`` (H, S) with ``occupancy[t, s] = Pr(s_t = s, episode not ended)``.
 
+    Used in :doc:`/book/per_step_weights`.
+
     Attributes
     ----------
     J : float
@@ -240,8 +242,6 @@ class PolicyQuantities:
         expected discounted episode length, ``1 / (1 - gamma)`` without terminal states).
     occupancy : ndarray, shape (H, S), or None
         Per-time state distribution (finite horizon only).
-
-    Used in :doc:`/book/per_step_weights`.
     """
 
     J: float

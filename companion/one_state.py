@@ -158,6 +158,8 @@ def one_state_episodes(n, rng):
 class OneStateRuns:
     """Running estimates of Example 5.5 at chosen episode counts (see :func:`one_state_running`).
 
+    Used in :doc:`/book/weighted_is`.
+
     Attributes
     ----------
     checkpoints : ndarray of int, shape (m,)
@@ -168,8 +170,6 @@ class OneStateRuns:
         Sample second moment :math:`\\frac1k \\sum_{i \\le k} (w_i G_i)^2`.
     first_positive : ndarray of int, shape (n_runs,)
         Number (1-based) of the first episode with a positive weight.
-
-    Used in :doc:`/book/weighted_is`.
     """
 
     checkpoints: np.ndarray

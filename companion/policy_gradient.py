@@ -56,6 +56,8 @@ __all__ = [
 class GradientEstimate:
     """A Monte Carlo estimate of a gradient with respect to (S, A) logits.
 
+    Used in :doc:`/book/why_rl` and :doc:`/book/trajectory_weights`.
+
     Attributes
     ----------
     estimate : ndarray, shape (S, A)
@@ -66,8 +68,6 @@ class GradientEstimate:
         Number of trajectories.
     terms : ndarray, shape (n, S, A)
         One gradient term per trajectory.
-
-    Used in :doc:`/book/why_rl` and :doc:`/book/trajectory_weights`.
     """
 
     estimate: np.ndarray

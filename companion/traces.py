@@ -253,6 +253,8 @@ def retrace_targets(rewards, q_taken, v_next, log_ratios, gamma, lam=1.0, c_bar=
 class VTraceTargets:
     r"""Result of :func:`vtrace_targets`.
 
+    Used in :doc:`/book/on_off_policy`.
+
     Attributes
     ----------
     vs : ndarray, shape (n_trajectories, horizon)
@@ -261,8 +263,6 @@ class VTraceTargets:
         The policy-gradient advantages of IMPALA,
         :math:`\bar\rho_t (r_t + \gamma v_{t+1} - V(s_t))` (0 on padding), with
         :math:`v_{t+1}` replaced by the successor value on the last real step.
-
-    Used in :doc:`/book/on_off_policy`.
     """
 
     vs: np.ndarray

@@ -299,7 +299,7 @@ def estimator_moments(mdp, pi, mu, horizon, estimator, *, q_hat=None, advantages
         The per-episode term: that of :func:`companion.estimators.trajectory_is`,
         :func:`companion.estimators.per_decision_is`, :func:`companion.estimators.doubly_robust`
         (with ``v_hat`` the consistent :math:`\sum_a \pi(a|s) \hat Q_t(s, a)`) or
-        :func:`single_step_is`, all with ``gamma = mdp.gamma``.
+        :func:`companion.estimators.single_step_is`, all with ``gamma = mdp.gamma``.
     q_hat : array_like, shape (H, S, A)
         The model :math:`\hat Q_t(s, a)` of the doubly robust estimator (required for it only).
     advantages : array_like, shape (H, S, A)

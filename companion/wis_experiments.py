@@ -63,6 +63,8 @@ _MAX_COMPOSITIONS = 5_000_000
 class RunningEstimates:
     """Ordinary and weighted importance sampling estimates after each of ``n`` episodes.
 
+    Used in :doc:`/book/weighted_is`.
+
     Attributes
     ----------
     ordinary : ndarray, shape (..., n)
@@ -70,8 +72,6 @@ class RunningEstimates:
     weighted : ndarray, shape (..., n)
         ``weighted[..., k]`` is :math:`\\sum_{i \\le k} w_i G_i / \\sum_{i \\le k} w_i`, and 0 while
         every weight so far is 0.
-
-    Used in :doc:`/book/weighted_is`.
     """
 
     ordinary: np.ndarray
@@ -169,6 +169,8 @@ def running_estimates(w, G, *, log: bool = False) -> RunningEstimates:
 class ExactMoments:
     """Exact moments of an estimator built from ``n`` i.i.d. draws (see :func:`weighted_is_exact`).
 
+    Used in :doc:`/book/weighted_is`.
+
     Attributes
     ----------
     n : int
@@ -183,8 +185,6 @@ class ExactMoments:
         :math:`\\Var(\\hat v)`.
     mse : float
         ``variance + bias**2``.
-
-    Used in :doc:`/book/weighted_is`.
     """
 
     n: int
