@@ -20,7 +20,7 @@ and the sampled gradient is REINFORCE (Williams, 1992) on pulls from a behaviour
 :func:`train_softmax_bandit` runs many independent learners at once (vectorised over runs) and
 reuses each batch of pulls for several reweighted gradient steps.
 
-Used in :doc:`/book/why_rl`.
+Used in :doc:`/book/why_rl` and the ``offpolicy_gradient`` assignment.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class GaussianBandit:
     >>> bandit.n_arms, float(bandit.means.max())
     (3, 1.0)
 
-    Used in :doc:`/book/why_rl`.
+    Used in :doc:`/book/why_rl` and the ``offpolicy_gradient`` assignment.
     """
 
     means: np.ndarray
@@ -128,7 +128,7 @@ class GaussianBandit:
 class BanditBatch:
     """Pulls of a bandit by a behaviour policy.
 
-    Used in :doc:`/book/why_rl`.
+    Used in :doc:`/book/why_rl` and the ``offpolicy_gradient`` assignment.
 
     Attributes
     ----------
@@ -204,7 +204,7 @@ def bandit_policy(logits):
     >>> bandit_policy([0.0, np.log(3.0)]).round(3)
     array([0.25, 0.75])
 
-    Used in :doc:`/book/why_rl`.
+    Used in :doc:`/book/why_rl` and the ``offpolicy_gradient`` assignment.
     """
     theta = finite_array(logits, "logits")
     if theta.ndim not in (1, 2):
@@ -274,7 +274,8 @@ def bandit_gradient_exact(bandit, logits):
     >>> bandit_gradient_exact(bandit, [0.0, 0.0])
     array([-0.25,  0.25])
 
-    Used in :doc:`/book/why_rl`; see eq. (eq-why-bandit-gradient).
+    Used in :doc:`/book/why_rl` and the ``offpolicy_gradient`` assignment; see eq.
+    (eq-why-bandit-gradient).
     """
     theta = _check_logits(logits, bandit.n_arms)
     pi = bandit_policy(theta)
@@ -327,7 +328,7 @@ def sample_bandit(bandit, behavior, n, rng) -> BanditBatch:
     >>> batch.actions.tolist(), batch.rewards.tolist()
     ([1, 1, 1], [1.0, 1.0, 1.0])
 
-    Used in :doc:`/book/why_rl`.
+    Used in :doc:`/book/why_rl` and the ``offpolicy_gradient`` assignment.
     """
     mu = _check_probs(behavior, bandit.n_arms, "behavior")
     n = check_int(n, "n")
@@ -400,7 +401,8 @@ def bandit_gradient(batch, logits, correction="ratio") -> GradientEstimate:
     >>> bool(np.all(np.abs(g.estimate - bandit_gradient_exact(bandit, [0.0, 0.0])) < 4 * g.stderr))
     True
 
-    Used in :doc:`/book/why_rl`; see eq. (eq-why-reweighted).
+    Used in :doc:`/book/why_rl` and the ``offpolicy_gradient`` assignment; see eq.
+    (eq-why-reweighted).
     """
     if correction not in _CORRECTIONS:
         raise ValueError(f"correction: must be one of {_CORRECTIONS}, got {correction!r}")

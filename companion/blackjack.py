@@ -27,7 +27,8 @@ Action coding: gymnasium's, ``0 = STICK`` and ``1 = HIT``. A policy is an array 
 ``(player_sum, dealer_card, usable_ace)``; see :func:`threshold_policy` and
 :func:`random_policy`.
 
-See :doc:`/book/weighted_is`, which reproduces Sutton & Barto's Figure 5.3.
+Used in :doc:`/book/weighted_is` (which reproduces Sutton & Barto's Figure 5.3) and the
+``weighted_is`` assignment.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class BlackjackEpisodes:
     """A batch of blackjack episodes padded to a common length ``T``, ready for
     ``companion.estimators`` (``trajectory_is(ep.rewards, ep.log_ratios, mask=ep.mask)``).
 
-    Used in :doc:`/book/weighted_is`.
+    Used in :doc:`/book/weighted_is` and the ``weighted_is`` assignment.
 
     Attributes
     ----------
@@ -228,7 +229,7 @@ def example_5_4_policies():
     >>> float(pi[13, 2, 1]), float(mu[13, 2, 1])
     (1.0, 0.5)
 
-    See :doc:`/book/weighted_is`.
+    Used in :doc:`/book/weighted_is` and the ``weighted_is`` assignment.
     """
     return threshold_policy(20), random_policy(0.5)
 
@@ -463,7 +464,7 @@ def simulate_episodes(n, target, behavior, rng, start=EXAMPLE_5_4_STATE,
     >>> set(np.unique(ep.returns).tolist()) <= {-1.0, 0.0, 1.0}
     True
 
-    See :doc:`/book/weighted_is` (Figure 5.3: 100 runs of 10,000 episodes).
+    Used in :doc:`/book/weighted_is` and the ``weighted_is`` assignment.
     """
     n = check_int(n, "n")
     target = _check_policy(target, "target")
@@ -642,7 +643,7 @@ def exact_value(policy, start=EXAMPLE_5_4_STATE, sab=False):
     >>> round(exact_value(mu), 7)
     -0.2528302
 
-    See :doc:`/book/weighted_is`.
+    Used in :doc:`/book/weighted_is` and the ``weighted_is`` assignment.
     """
     policy = _check_policy(policy, "policy")
 
@@ -734,7 +735,7 @@ def ordinary_is_variance(target, behavior, start=EXAMPLE_5_4_STATE, sab=False):
     >>> round(ordinary_is_variance(pi, mu) / 10_000, 7)   # MSE of ordinary IS after 10,000 episodes
     0.0010156
 
-    See :doc:`/book/weighted_is`.
+    Used in :doc:`/book/weighted_is` and the ``weighted_is`` assignment.
     """
     m = exact_second_moment(target, behavior, start, sab)
     v = exact_value(target, start, sab)

@@ -271,7 +271,7 @@ def ordinary_is(f, w, *, log: bool = False) -> Estimate:
     >>> round(ordinary_is([1.0, 2.0], [0.5, 1.5]).estimate, 3)
     1.75
 
-    Used in :doc:`/book/core_idea`.
+    Used in :doc:`/book/core_idea` and the ``estimators`` assignment.
     """
     fv = as_float_array(f, "f", ndim=1)
     check_finite(fv, "f")
@@ -324,7 +324,7 @@ def weighted_is(f, w, *, log: bool = False) -> Estimate:
     >>> round(weighted_is([1.0, 2.0], [5000.0, 5000.0 + np.log(3.0)], log=True).estimate, 6)
     1.75
 
-    Used in :doc:`/book/core_idea`.
+    Used in :doc:`/book/core_idea` and the ``estimators`` assignment.
     """
     fv = as_float_array(f, "f", ndim=1)
     check_finite(fv, "f")
@@ -442,8 +442,7 @@ def weighted_trajectory_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimat
     >>> round(weighted_trajectory_is(rewards, lr).estimate, 4)  # (4 + 0.25) / (2 + 0.25)
     1.8889
 
-    Used in :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the ``estimators``
-    assignment.
+    Used in :doc:`/book/weighted_is` and :doc:`/book/on_off_policy`.
     """
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
     G, log_w = _returns_and_log_weights(r, lr, g, m)

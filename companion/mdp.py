@@ -17,7 +17,7 @@ Conventions
 
 Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
 :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
-``estimators`` assignment.
+``estimators``, ``offpolicy_gradient`` and ``traces`` assignments.
 """
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ class TabularMDP:
     (2, 2)
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
-    ``estimators`` assignment.
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`, the
+    ``estimators``, ``offpolicy_gradient`` and ``traces`` assignments.
     """
 
     P: np.ndarray
@@ -167,8 +167,8 @@ class Trajectories:
     """A batch of ``n`` episodes padded to a common length ``T``.
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
-    ``estimators`` assignment.
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`, the
+    ``estimators`` and ``offpolicy_gradient`` assignments.
 
     Attributes
     ----------
@@ -296,7 +296,8 @@ def random_mdp(n_states, n_actions, rng, gamma=0.9, *, alpha=1.0, reward_scale=1
     ((4, 2, 4), (4, 2), 1.0)
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-    :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy` and the ``estimators`` assignment.
+    :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy`, the ``estimators``,
+    ``offpolicy_gradient`` and ``traces`` assignments.
     """
     S, A = check_int(n_states, "n_states"), check_int(n_actions, "n_actions")
     alpha = check_positive(alpha, "alpha")
@@ -342,7 +343,8 @@ def softmax_policy(logits):
            [0.25, 0.75]])
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-    :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy` and the ``estimators`` assignment.
+    :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy`, the ``estimators``,
+    ``offpolicy_gradient`` and ``traces`` assignments.
     """
     theta = finite_array(logits, "logits", ndim=2)
     z = np.exp(theta - theta.max(axis=1, keepdims=True))
@@ -375,8 +377,8 @@ def uniform_policy(n_states, n_actions):
     >>> uniform_policy(2, 4)[0]
     array([0.25, 0.25, 0.25, 0.25])
 
-    Used in :doc:`/book/trajectory_weights`, :doc:`/book/on_off_policy` and the ``estimators``
-    assignment.
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/on_off_policy`, the ``estimators``,
+    ``offpolicy_gradient`` and ``traces`` assignments.
     """
     S, A = check_int(n_states, "n_states"), check_int(n_actions, "n_actions")
     return np.full((S, A), 1.0 / A)
@@ -602,7 +604,7 @@ def state_values(mdp, pi, horizon=None):
     >>> state_values(mdp, sutton_barto_one_state_policies()[0]).round(6)
     array([1., 0.])
 
-    Used in :doc:`/book/on_off_policy`.
+    Used in :doc:`/book/on_off_policy` and the ``traces`` assignment.
     """
     q = policy_quantities(mdp, pi, horizon)
     return q.V if horizon is None else q.V[0]
@@ -639,7 +641,7 @@ def q_values(mdp, pi, horizon=None):
     >>> q_values(mdp, mu)[0].round(6)
     array([0.181818, 0.      ])
 
-    Used in :doc:`/book/on_off_policy`.
+    Used in :doc:`/book/on_off_policy` and the ``traces`` assignment.
     """
     q = policy_quantities(mdp, pi, horizon)
     return q.Q if horizon is None else q.Q[0]
@@ -721,7 +723,8 @@ def policy_gradient_exact(mdp, logits, horizon=None):
     array([[ 0.0826, -0.0826],
            [ 0.    ,  0.    ]])
 
-    Used in :doc:`/book/trajectory_weights` and :doc:`/book/per_step_weights`.
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/per_step_weights` and the
+    ``offpolicy_gradient`` assignment.
     """
     pi = softmax_policy(logits)
     if pi.shape != (mdp.n_states, mdp.n_actions):
@@ -789,8 +792,8 @@ def sample_trajectories(mdp, behavior, n, horizon, rng, target=None) -> Trajecto
     ((4, 5), dtype('bool'), True)
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
-    ``estimators`` assignment.
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`, the
+    ``estimators`` and ``offpolicy_gradient`` assignments.
     """
     shape = (mdp.n_states, mdp.n_actions)
     mu = check_policy(behavior, shape, "behavior")

@@ -22,8 +22,8 @@ With the return from time :math:`t` of the notation page, :math:`G_t = \sum_{t' 
 :math:`\gamma^t G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'}`; and
 :math:`\rho_{0:t} = \prod_{k \le t} \pi(a_k|s_k) / \mu(a_k|s_k)` is the prefix weight.
 
-Used in :doc:`/book/why_rl`, :doc:`/book/trajectory_weights`, :doc:`/book/per_step_weights` and
-:doc:`/book/on_off_policy`.
+Used in :doc:`/book/why_rl`, :doc:`/book/trajectory_weights`, :doc:`/book/per_step_weights`,
+:doc:`/book/on_off_policy` and the ``offpolicy_gradient`` assignment.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from .mdp import TabularMDP, Trajectories, policy_quantities, softmax_policy
 
 __all__ = [
     "GradientEstimate",
+    "score_function",
     "prefix_weighted_gradient",
     "per_decision_gradient",
     "trajectory_is_gradient",
@@ -56,7 +57,8 @@ __all__ = [
 class GradientEstimate:
     """A Monte Carlo estimate of a gradient with respect to (S, A) logits.
 
-    Used in :doc:`/book/why_rl` and :doc:`/book/trajectory_weights`.
+    Used in :doc:`/book/why_rl`, :doc:`/book/trajectory_weights` and the ``offpolicy_gradient``
+    assignment.
 
     Attributes
     ----------
@@ -156,6 +158,58 @@ def _accumulate_score(pi, states, actions, coef, mask):
 # ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
+def score_function(logits, states, actions):
+    r"""Score of a tabular softmax policy with respect to its logits.
+
+    .. math::
+
+        \frac{\partial \log \pi(a \mid s)}{\partial \theta_{s' b}}
+        = \mathbb{1}[s' = s]\,\big(\mathbb{1}[b = a] - \pi(b \mid s)\big).
+
+    Parameters
+    ----------
+    logits : array_like, shape (S, A)
+    states, actions : array_like of int, same shape ``batch``
+        States and actions (scalars allowed).
+
+    Returns
+    -------
+    ndarray, shape batch + (S, A)
+        Only row ``s`` of each (S, A) slice is non-zero; it sums to 0.
+
+    Raises
+    ------
+    ValueError
+        On NaN/inf logits, mismatched shapes, or a state/action out of range.
+
+    Examples
+    --------
+    >>> score_function(np.zeros((2, 2)), 1, 0)
+    array([[ 0. ,  0. ],
+           [ 0.5, -0.5]])
+
+    Used in the ``offpolicy_gradient`` assignment.
+    """
+    pi = softmax_policy(logits)
+    S, A = pi.shape
+    s = np.asarray(states)
+    a = np.asarray(actions)
+    if s.shape != a.shape:
+        raise ValueError(f"actions: shape {a.shape} does not match states' shape {s.shape}")
+    for arr, name, size in ((s, "states", S), (a, "actions", A)):
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"{name}: must be an integer array, got dtype {arr.dtype}")
+        if np.any((arr < 0) | (arr >= size)):
+            raise ValueError(f"{name}: must lie in [0, {size}) for logits of shape {(S, A)}")
+    out = np.zeros(s.shape + (S, A))
+    flat = out.reshape(-1, S, A)
+    k = np.arange(flat.shape[0])
+    sf, af = s.ravel(), a.ravel()
+    flat[k, sf, :] = -pi[sf]
+    flat[k, sf, af] += 1.0
+    return out
+
+
 def prefix_weighted_gradient(traj, logits, gamma) -> GradientEstimate:
     r"""Prefix-weighted reward-to-go: the prefix weight up to the action times the *behaviour's*
     reward-to-go.
@@ -243,7 +297,7 @@ def per_decision_gradient(traj, logits, gamma) -> GradientEstimate:
     >>> bool(np.allclose(g.estimate.sum(axis=1), 0.0))
     True
 
-    Used in :doc:`/book/trajectory_weights`.
+    Used in :doc:`/book/trajectory_weights` and the ``offpolicy_gradient`` assignment.
     """
     pi, gamma = _check_traj(traj, logits, gamma)
     coef = _reward_to_go(_prefix_rho(pi, traj) * _discounted_rewards(traj, gamma))

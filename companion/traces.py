@@ -39,7 +39,7 @@ successor is terminal must carry a successor value of 0 (``v_next`` / ``next_val
 last real step of a row is where the correction stops, and its successor value is the
 bootstrap. Targets are 0 on padded steps.
 
-Used in :doc:`/book/on_off_policy`.
+Used in :doc:`/book/on_off_policy` and the ``traces`` assignment.
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def retrace_targets(rewards, q_taken, v_next, log_ratios, gamma, lam=1.0, c_bar=
     >>> retrace_targets(r, q, v, lr, gamma=1.0).round(3)   # 1 + 1 * (1 + 0.5 * 1)
     array([[2.5, 1.5, 1. ]])
 
-    See :doc:`/book/on_off_policy` (Retrace), eq. (eq-onoff-retrace).
+    Used in :doc:`/book/on_off_policy` and the ``traces`` assignment; see eq. (eq-onoff-retrace).
     """
     g = check_gamma(gamma)
     lam_ = check_unit_interval(lam, "lam")
@@ -253,7 +253,7 @@ def retrace_targets(rewards, q_taken, v_next, log_ratios, gamma, lam=1.0, c_bar=
 class VTraceTargets:
     r"""Result of :func:`vtrace_targets`.
 
-    Used in :doc:`/book/on_off_policy`.
+    Used in :doc:`/book/on_off_policy` and the ``traces`` assignment.
 
     Attributes
     ----------
@@ -326,7 +326,7 @@ def vtrace_targets(rewards, values, next_values, log_ratios, gamma, rho_bar=1.0,
     >>> out.vs.round(3)                     # v_0 = 1 * 1 + 1 * (0.5 * 1), v_1 = 0.5 * 1
     array([[1.5, 0.5]])
 
-    See :doc:`/book/on_off_policy` (V-trace), eq. (eq-onoff-vtrace).
+    Used in :doc:`/book/on_off_policy` and the ``traces`` assignment; see eq. (eq-onoff-vtrace).
     """
     g = check_gamma(gamma)
     lam_ = check_unit_interval(lam, "lam")
@@ -561,7 +561,8 @@ def vtrace_policy(pi, mu, rho_bar=1.0) -> np.ndarray:
     >>> vtrace_policy([0.9, 0.1], [0.5, 0.5], rho_bar=1.0)   # min(0.5, 0.9), min(0.5, 0.1)
     array([0.83333333, 0.16666667])
 
-    See :doc:`/book/on_off_policy` (V-trace), eq. (eq-onoff-vtrace-policy).
+    Used in :doc:`/book/on_off_policy` and the ``traces`` assignment; see eq.
+    (eq-onoff-vtrace-policy).
     """
     p = finite_array(pi, "pi")
     m = finite_array(mu, "mu")

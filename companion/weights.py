@@ -15,7 +15,7 @@ The estimators of :mod:`companion.estimators` are built on these log weights.
 
 Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
 :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
-``estimators`` assignment.
+``estimators`` and ``variance`` assignments.
 """
 
 from __future__ import annotations
@@ -153,8 +153,8 @@ def trajectory_log_weights(log_ratios, mask=None) -> np.ndarray:
     [3.0, 8.0]
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-    :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the ``estimators`` assignment;
-    :func:`companion.estimators.trajectory_is` and
+    :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`, the ``estimators`` and ``variance``
+    assignments; :func:`companion.estimators.trajectory_is` and
     :func:`companion.estimators.weighted_trajectory_is` are built on it.
     """
     lr = as_float_array(log_ratios, "log_ratios", ndim=2)

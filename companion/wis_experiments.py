@@ -16,7 +16,7 @@ Like Sutton & Barto's incremental algorithm (section 5.6), which starts from :ma
 changes it only when a weight is positive, we report 0 there. The estimators of
 :mod:`companion.estimators` raise instead; here a value is needed at every episode count.
 
-See :doc:`/book/weighted_is`.
+Used in :doc:`/book/weighted_is` and the ``weighted_is`` assignment.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ _MAX_COMPOSITIONS = 5_000_000
 class RunningEstimates:
     """Ordinary and weighted importance sampling estimates after each of ``n`` episodes.
 
-    Used in :doc:`/book/weighted_is`.
+    Used in :doc:`/book/weighted_is` and the ``weighted_is`` assignment.
 
     Attributes
     ----------
@@ -129,7 +129,7 @@ def running_estimates(w, G, *, log: bool = False) -> RunningEstimates:
     >>> running_estimates([0.0, 4.0, 1.0], [5.0, 1.0, 6.0]).weighted.round(3).tolist()
     [0.0, 1.0, 2.0]
 
-    See :doc:`/book/weighted_is`, Figures 5.3 and 5.4 of Sutton & Barto.
+    Used in :doc:`/book/weighted_is` and the ``weighted_is`` assignment.
     """
     g = as_float_array(G, "G")
     if g.ndim == 0:

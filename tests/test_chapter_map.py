@@ -1,8 +1,8 @@
 """The chapter-to-code map, read from the docstrings, against what the notebooks actually call.
 
 *Claims.* A public companion name's docstring names the chapters that use it as Sphinx roles
-``:doc:`/book/<stem>``` and the assignments that use it as "the ``<name>`` assignment"; "every
-chapter" names them all. A titled role ``:doc:`title </book/<stem>>``` is a cross-reference for the
+``:doc:`/book/<stem>``` and the assignments that use it as "the ``<name>`` assignment" (or "the
+``<a>``, ``<b>`` and ``<c>`` assignments"); "every chapter" names them all. A titled role ``:doc:`title </book/<stem>>``` is a cross-reference for the
 reader, not a claim. A module's docstring makes the same claims for the union of its names.
 
 *Uses.* The code cells of every chapter (a notebook listed in ``_toc.yml``) and of every assignment
@@ -41,7 +41,7 @@ PENDING = {"rl", "ppo", "trpo"}
 
 MODULES = sorted(p.stem for p in (ROOT / "companion").glob("*.py") if not p.stem.startswith("_"))
 CLAIM = re.compile(r":doc:`/book/([\w-]+)`")
-ASSIGNMENT_CLAIM = re.compile(r"\bthe\s+``(\w+)``\s+assignment")
+ASSIGNMENT_CLAIM = re.compile(r"\bthe\s+((?:``\w+``(?:,\s*|\s+and\s+))*``\w+``)\s+assignments?\b")
 EVERY_CHAPTER = re.compile(r"\bevery\s+chapter\b")
 
 
@@ -96,7 +96,8 @@ def claims(doc: str | None) -> set[tuple[str, str]]:
     """The chapters and assignments a docstring names as users."""
     doc = doc or ""
     found = {("chapter", stem) for stem in CLAIM.findall(doc)}
-    found |= {("assignment", name) for name in ASSIGNMENT_CLAIM.findall(doc)}
+    found |= {("assignment", name) for names in ASSIGNMENT_CLAIM.findall(doc)
+              for name in re.findall(r"``(\w+)``", names)}
     if EVERY_CHAPTER.search(doc):
         found |= {("chapter", stem) for stem in chapters()}
     return found

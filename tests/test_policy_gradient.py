@@ -15,6 +15,7 @@ from companion.policy_gradient import (
     per_decision_gradient,
     prefix_weighted_gradient,
     prefix_weighted_gradient_expectation,
+    score_function,
     surrogate_gradient_exact,
     surrogate_objective,
     trajectory_is_gradient,
@@ -40,16 +41,8 @@ def assert_within(est, truth, z=Z):
     assert np.all(err <= z * est.stderr + 1e-12), (est.estimate, truth, est.stderr)
 
 
-# ------------------------------------------------------------------ a plain loop as reference
-def score(theta, s, a):
-    """d log pi(a|s) / d theta for a tabular softmax: row s is onehot(a) - pi(.|s), others 0."""
-    g = np.zeros_like(theta)
-    g[s] = -softmax_policy(theta)[s]
-    g[s, a] += 1.0
-    return g
-
-
-def test_score_reference_matches_finite_differences():
+# ------------------------------------------------------------------ score function
+def test_score_function_matches_finite_differences():
     theta = np.random.default_rng(0).normal(size=(3, 4))
     eps = 1e-6
     for s, a in [(0, 0), (1, 3), (2, 1)]:
@@ -59,7 +52,21 @@ def test_score_reference_matches_finite_differences():
             e[i, j] = eps
             fd[i, j] = (np.log(softmax_policy(theta + e)[s, a])
                         - np.log(softmax_policy(theta - e)[s, a])) / (2 * eps)
-        np.testing.assert_allclose(score(theta, s, a), fd, atol=1e-8)
+        np.testing.assert_allclose(score_function(theta, s, a), fd, atol=1e-8)
+    batch = score_function(theta, np.array([[0, 1]]), np.array([[2, 3]]))
+    assert batch.shape == (1, 2, 3, 4)
+    np.testing.assert_allclose(batch[0, 1], score_function(theta, 1, 3))
+    np.testing.assert_allclose(batch.sum(-1), 0.0, atol=1e-12)
+
+
+def test_score_function_rejects_bad_input():
+    theta = np.zeros((3, 4))
+    with pytest.raises(ValueError, match=r"^actions: shape \(2,\) does not match states' shape"):
+        score_function(theta, np.array([0]), np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"^states: must be an integer array"):
+        score_function(theta, 0.0, 1)
+    with pytest.raises(ValueError, match=r"^actions: must lie in \[0, 4\)"):
+        score_function(theta, 0, 4)
 
 
 def test_vectorised_terms_match_a_plain_loop(setting):
@@ -78,7 +85,7 @@ def test_vectorised_terms_match_a_plain_loop(setting):
                                    / mu[traj.states[i, k], traj.actions[i, k]]
                                    for k in range(tp + 1)])
                     inner += mdp.gamma**tp * rho * traj.rewards[i, tp]
-            g += score(theta, traj.states[i, t], traj.actions[i, t]) * inner
+            g += score_function(theta, traj.states[i, t], traj.actions[i, t]) * inner
         np.testing.assert_allclose(est.terms[i], g, atol=1e-12)
 
 
