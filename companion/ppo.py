@@ -112,7 +112,7 @@ gradient steps of the update.
     mean and standard deviation of :func:`companion.rl.evaluate_policy` when an evaluation ran after
     this update (``eval_every``), nan otherwise.
 
-Used in :doc:`/book/ppo` (and as the baseline of :doc:`/book/trpo`).
+Used in :doc:`/book/ppo`, :doc:`/book/trpo` (PPO as TRPO's baseline) and the ``ppo`` assignment.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def clipped_surrogate(log_ratio: torch.Tensor, advantages: torch.Tensor, clip_ep
     >>> info["clip_fraction"], info["clip_active_fraction"]
     (0.75, 0.25)
 
-    Used in :doc:`/book/ppo`, the clipped surrogate.
+    Used in :doc:`/book/ppo` and the ``ppo`` assignment.
     """
     clip_eps = _check_clip_eps(clip_eps)
     for name, x in (("log_ratio", log_ratio), ("advantages", advantages)):
@@ -282,7 +282,7 @@ class PPOConfig:
     environment steps.
     The "usual range" is what practitioners use across classic-control, MuJoCo and Atari tasks.
 
-    See :doc:`/book/ppo` for the role of each.
+    See :doc:`PPO </book/ppo>` for the role of each. Used in :doc:`/book/ppo` and :doc:`/book/trpo`.
     """
 
     total_timesteps: int = 100_000
@@ -386,7 +386,8 @@ class PPOConfig:
 # --------------------------------------------------------------------------------------------------
 def train_ppo(env_id: str = "CartPole-v1", config: PPOConfig | None = None, seed: int = 0,
               progress: bool = True,
-              callback: Callable[[dict, ActorCritic], bool | None] | None = None):
+              callback: Callable[[dict, ActorCritic], bool | None] | None = None
+              ) -> tuple[ActorCritic, History]:
     r"""Train a categorical PPO agent on a discrete-action gymnasium environment.
 
     Each update collects ``num_steps`` steps from ``num_envs`` copies with

@@ -42,7 +42,7 @@ Gymnasium sets ``terminated`` and ``truncated`` independently: CartPole's pole c
 500th step, which is also the time limit, and then both are true. Such a step is terminal: the
 episode has no future to bootstrap from.
 
-Used in :doc:`/book/ppo` and :doc:`/book/trpo`.
+Used in :doc:`/book/ppo`, :doc:`/book/trpo` and the ``ppo`` assignment.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def make_vec_env(env_id: str, num_envs: int, seed: int = 0) -> gym.vector.Vector
     'NEXT_STEP'
     >>> env.close()
 
-    Used in :doc:`/book/ppo` and :doc:`/book/trpo`.
+    Used in :doc:`/book/trpo`.
     """
     num_envs = check_int(num_envs, "num_envs")
     seed = check_int(seed, "seed", low=0)
@@ -321,7 +321,7 @@ class RolloutCollector:
     True
     >>> env.close()
 
-    Used in :doc:`/book/ppo` and :doc:`/book/trpo`.
+    The collector of both trainers (:doc:`PPO </book/ppo>`, :doc:`TRPO </book/trpo>`).
     """
 
     def __init__(self, env: gym.vector.VectorEnv):
@@ -446,7 +446,7 @@ def gae(rewards, values, terminated, truncated, last_values, gamma: float, lam: 
     >>> ret.ravel().round(3).tolist()
     [1.9, 1.0, 2.8]
 
-    Used in :doc:`/book/ppo` and :doc:`/book/trpo`.
+    Used in :doc:`/book/trpo` and the ``ppo`` assignment.
     """
     gamma = check_unit_interval(gamma, "gamma")
     lam = check_unit_interval(lam, "lam")
@@ -499,7 +499,7 @@ def explained_variance(values, returns) -> float:
     >>> explained_variance([3.0, 2.0, 1.0], [1.0, 2.0, 3.0])   # worse than a constant: 1 - 4
     -3.0
 
-    Used in :doc:`/book/ppo`.
+    Logged by the trainers (:doc:`PPO </book/ppo>`).
     """
     values = as_float_array(values, "values", ndim=1)
     returns = as_float_array(returns, "returns", ndim=1)
@@ -592,6 +592,8 @@ class History(list):
     >>> h = History([{"update": 0, "kl": 0.01}, {"update": 1, "kl": 0.02}])
     >>> h.to_dict_of_arrays()["kl"]
     array([0.01, 0.02])
+
+    Used in :doc:`/book/ppo` and :doc:`/book/trpo`.
     """
 
     def to_dict_of_arrays(self) -> dict:

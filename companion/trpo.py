@@ -99,7 +99,7 @@ step is rejected) and :math:`B` the number of transitions in the batch:
     ``eval_episodes`` episodes) when an evaluation ran after this update (``eval_every``), nan
     otherwise.
 
-Used in :doc:`/book/trpo`.
+Used in :doc:`/book/trpo` and the ``trpo`` assignment.
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def conjugate_gradient(
     >>> [round(float(xi), 6) for xi in x]
     [0.090909, 0.636364]
 
-    Used in :doc:`/book/trpo`.
+    Used in :doc:`/book/trpo` and the ``trpo`` assignment.
     """
     b = _check_vector(b, "b")
     iters = check_int(iters, "iters")
@@ -445,7 +445,7 @@ def fisher_vector_product(
     >>> [round(float(x), 4) for x in Fv]                    # (diag(p) - p p^T) e_1, p = (1/2, 1/2)
     [0.25, -0.25]
 
-    Used in :doc:`/book/trpo`.
+    A one-call form of :func:`make_fisher_vector_product`, for a single product.
     """
     return make_fisher_vector_product(dist_fn, obs, params, damping)(v)
 
@@ -495,7 +495,7 @@ def trust_region_step(s: torch.Tensor, Fs: torch.Tensor, delta: float) -> torch.
     >>> [round(float(x), 4) for x in step]                                     # sqrt(0.02 / 2) = 0.1
     [0.1, 0.0]
 
-    Used in :doc:`/book/trpo`.
+    Used in :doc:`/book/trpo` and the ``trpo`` assignment.
     """
     delta = check_positive(delta, "delta")
     s = _check_vector(s, "s")
@@ -535,6 +535,8 @@ class LineSearchResult:
         rejected).
     trials : tuple of (float, float, float)
         ``(step_fraction, actual_improvement, mean_kl)`` of every candidate tried, in order.
+
+    Used in :doc:`/book/trpo` and the ``trpo`` assignment.
     """
 
     theta: torch.Tensor
@@ -618,7 +620,7 @@ def backtracking_line_search(
     >>> res.accepted, res.n_backtracks, round(res.mean_kl, 4)
     (True, 1, 0.005)
 
-    Used in :doc:`/book/trpo`.
+    Used in :doc:`/book/trpo` and the ``trpo`` assignment.
     """
     delta = check_positive(delta, "delta")
     max_backtracks = check_int(max_backtracks, "max_backtracks", low=0)
@@ -686,7 +688,7 @@ class TRPOConfig:
     for all ten seeds (``benchmarks/trpo_cartpole.py`` and the slow test check seeds 0-4).
     The "usual range" is what TRPO implementations use across classic-control and MuJoCo tasks.
 
-    See :doc:`/book/trpo` for the role of each.
+    See :doc:`TRPO </book/trpo>` for the role of each. Used in :doc:`/book/trpo`.
     """
 
     total_timesteps: int = 100_000
@@ -876,7 +878,7 @@ def train_trpo(
     seed: int = 0,
     progress: bool = True,
     callback: Callable[[dict, ActorCritic], bool | None] | None = None,
-):
+) -> tuple[ActorCritic, History]:
     r"""Train a categorical policy with TRPO; return the policy and the per-update history.
 
     Each update maximises the importance-sampled surrogate under the mean-KL constraint,

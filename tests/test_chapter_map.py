@@ -34,11 +34,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from toc import toc_notebooks  # noqa: E402
 
-# Modules whose docstrings do not yet carry the map: they are being rewritten. Their names' tests
-# are expected to fail (strictly: a name that passes fails as XPASS). When a module's docstrings
-# are converted, remove it from this set.
-PENDING = {"rl", "ppo", "trpo"}
-
 MODULES = sorted(p.stem for p in (ROOT / "companion").glob("*.py") if not p.stem.startswith("_"))
 CLAIM = re.compile(r":doc:`/book/([\w-]+)`")
 ASSIGNMENT_CLAIM = re.compile(r"\bthe\s+((?:``\w+``(?:,\s*|\s+and\s+))*``\w+``)\s+assignments?\b")
@@ -196,9 +191,7 @@ def also_provided() -> dict[str, str]:
 # ------------------------------------------------------------------ the tests
 def _params():
     for name, (module, _obj, _doc) in sorted(public().items(), key=lambda kv: (kv[1][0], kv[0])):
-        marks = [pytest.mark.xfail(strict=True, reason=f"{module} is still to convert")] \
-            if module in PENDING else []
-        yield pytest.param(name, id=f"{module}.{name}", marks=marks)
+        yield pytest.param(name, id=f"{module}.{name}")
 
 
 @pytest.mark.parametrize("name", list(_params()))
@@ -220,9 +213,7 @@ def test_docstring_names_exactly_the_chapters_that_use_it(name):
         "that is not a claim is written :doc:`title </book/stem>`)")
 
 
-@pytest.mark.parametrize("module_name", [
-    pytest.param(m, marks=[pytest.mark.xfail(strict=True, reason=f"{m} is still to convert")]
-                 if m in PENDING else []) for m in MODULES])
+@pytest.mark.parametrize("module_name", MODULES)
 def test_module_docstring_names_the_union_of_its_names(module_name):
     module = importlib.import_module(f"companion.{module_name}")
     union = set().union(*(users()[n] for n in module.__all__))
@@ -247,8 +238,7 @@ def test_chapters_call_only_public_names():
     unknown = sorted(
         (_label(*source), module, name) for source, found in sources().items()
         for module, name in found
-        if module not in PENDING
-        and not (name in names and (module is None or names[name][0] == module)))
+        if not (name in names and (module is None or names[name][0] == module)))
     assert not unknown, f"calls of names that are not public in that module: {unknown}"
 
 
@@ -264,7 +254,6 @@ def test_api_page_documents_every_module_without_chapter_numbers():
 def test_no_docstring_points_to_a_chapter_by_number():
     pattern = re.compile(r"\b[Cc]hapters? \d")
     found = [f"companion/{p.name}:{i}" for p in sorted((ROOT / "companion").glob("*.py"))
-             if p.stem not in PENDING
              for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not found, f"refer to chapters with :doc:`/book/<stem>`, not by number: {found}"
 
