@@ -25,6 +25,7 @@ _MODULES = (
     "one_state",
     "wis_experiments",
     "traces",
+    "marginalized",
     "notebook",
 )
 _TORCH_MODULES = ("rl", "ppo", "trpo")
