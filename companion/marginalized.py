@@ -705,6 +705,16 @@ class TabularModel:
         :math:`n_t(s, a)`, the number of episodes in :math:`s` at step ``t`` that took ``a``.
     n : int
         Number of episodes.
+
+    Examples
+    --------
+    >>> from companion.mdp import random_mdp, sample_trajectories, uniform_policy
+    >>> mdp, mu = random_mdp(2, 2, rng=0), uniform_policy(2, 2)
+    >>> model = fit_tabular_model(sample_trajectories(mdp, mu, n=10, horizon=3, rng=0), 2, 2)
+    >>> model.counts.shape, int(model.counts.sum())   # 10 episodes x 3 steps
+    ((3, 2, 2), 30)
+
+    Used in :doc:`/book/marginalized_is`.
     """
 
     initial: np.ndarray
