@@ -472,8 +472,9 @@ def cramer_rao_bound(mdp, pi, mu, horizon) -> float:
     r""":math:`n` times the Cramér-Rao bound for estimating :math:`J(\pi)` from :math:`n` episodes.
 
     When the initial distribution, the transitions and the rewards of every step are unknown
-    (any tabular MDP whose dynamics may change with :math:`t`), every unbiased estimator from
-    :math:`n` episodes of :math:`\mu` has variance at least :math:`B / n`, with
+    (any tabular MDP whose dynamics may change with :math:`t`), every estimator from :math:`n`
+    episodes of :math:`\mu` that is unbiased whatever they are has variance at least
+    :math:`B / n`, with
 
     .. math::
 
@@ -488,9 +489,11 @@ def cramer_rao_bound(mdp, pi, mu, horizon) -> float:
     tree, where the state is the history, :math:`w_t(s_t) \rho_t = \rho_{0:t}` and :math:`B` is
     Jiang and Li's bound, exponential in :math:`H`; with recurring states it grows
     polynomially. An estimator that knows the dynamics are the same at every step can do
-    better than :math:`B`. Since :math:`\mathbb{E}_\mu[\rho_{0:t-1}^2 ; s_t = s] \ge
-    d^\pi_t(s)^2 / d^\mu_t(s)` (Cauchy-Schwarz), :math:`B` is never above
-    :func:`doubly_robust_variance`, with equality in a tree.
+    better than :math:`B`, and so can one that is given the dynamics: marginalized importance
+    sampling with the exact ratios of :func:`state_distribution_ratios` may fall below it.
+    Since :math:`\mathbb{E}_\mu[\rho_{0:t-1}^2 ; s_t = s] \ge d^\pi_t(s)^2 / d^\mu_t(s)`
+    (Cauchy-Schwarz), :math:`B` is never above :func:`doubly_robust_variance`, with equality in
+    a tree.
 
     Parameters
     ----------
