@@ -26,6 +26,7 @@ _MODULES = (
     "wis_experiments",
     "traces",
     "marginalized",
+    "confidence",
     "notebook",
 )
 _TORCH_MODULES = ("rl", "ppo", "trpo")
