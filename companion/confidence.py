@@ -2,7 +2,7 @@ r"""Confidence intervals and lower bounds for importance-sampling estimates.
 
 An off-policy estimate is an average of independent terms :math:`X_1, \dots, X_n`, one per
 trajectory (the weighted returns :math:`X_i = w_i G_i` of ordinary importance sampling, say). This
-module turns such terms into statements about their mean :math:`\E[X]`:
+module turns such terms into statements about their mean :math:`\mathbb{E}[X]`:
 
 * :func:`normal_interval` and :func:`normal_lower_bound`: the central-limit interval
   :math:`\hat v \pm z\, \widehat{\mathrm{se}}` and its one-sided version; approximate.
@@ -90,8 +90,8 @@ def _check_range(x: np.ndarray, b) -> float:
         raise ValueError(f"b: must be finite and > 0, got {b!r}")
     if x.max() > bound:
         idx = first_index(x > bound)
-        raise ValueError(f"x: value {float(x[idx])!r} at {where(idx, 1)} is above b = {bound!r}; the "
-                         "bound needs every value in [0, b]")
+        raise ValueError(f"x: value {float(x[idx])!r} at {where(idx, 1)} is above b = {bound!r}; "
+                         "the bound needs every value in [0, b]")
     return bound
 
 
@@ -182,7 +182,7 @@ def normal_lower_bound(estimate, stderr, delta):
         \qquad (z_{0.95} = 1.645 \text{ for } \delta = 0.05),
 
     the lower end of the two-sided interval of level :math:`1 - 2\delta`. Approximate: nothing
-    guarantees :math:`\Pr(L \le \E[X]) \ge 1 - \delta` at finite :math:`n`.
+    guarantees :math:`\Pr(L \le \mathbb{E}[X]) \ge 1 - \delta` at finite :math:`n`.
 
     Parameters
     ----------
@@ -240,7 +240,7 @@ def hoeffding_lower_bound(x, b, delta) -> float:
 
     .. math::
 
-        \Pr\Big(\E[X] \ge \bar X - b \sqrt{\frac{\ln(1/\delta)}{2n}}\Big) \ge 1 - \delta ,
+        \Pr\Big(\mathbb{E}[X] \ge \bar X - b \sqrt{\frac{\ln(1/\delta)}{2n}}\Big) \ge 1 - \delta ,
         \qquad \bar X = \frac1n \sum_{i=1}^n X_i .
 
     It holds for every :math:`n` and every distribution on :math:`[0, b]`, but its width is set
@@ -268,7 +268,8 @@ def hoeffding_lower_bound(x, b, delta) -> float:
 
     Examples
     --------
-    >>> round(hoeffding_lower_bound([0.2, 0.4, 0.6, 0.8], b=1.0, delta=0.05), 4)  # 0.5 - sqrt(ln 20 / 8)
+    >>> # 0.5 - sqrt(ln 20 / 8)
+    >>> round(hoeffding_lower_bound([0.2, 0.4, 0.6, 0.8], b=1.0, delta=0.05), 4)
     -0.1119
 
     Used in :doc:`/book/confidence`.
@@ -285,7 +286,7 @@ def empirical_bernstein_lower_bound(x, b, delta) -> float:
 
     .. math::
 
-        \Pr\Big(\E[X] \ge \bar X - \sqrt{\frac{2\, s^2 \ln(2/\delta)}{n}}
+        \Pr\Big(\mathbb{E}[X] \ge \bar X - \sqrt{\frac{2\, s^2 \ln(2/\delta)}{n}}
               - \frac{7\, b \ln(2/\delta)}{3(n - 1)}\Big) \ge 1 - \delta ,
         \qquad s^2 = \frac{1}{n - 1} \sum_{i=1}^n (X_i - \bar X)^2 .
 
@@ -331,10 +332,10 @@ def empirical_bernstein_lower_bound(x, b, delta) -> float:
 def hcope_lower_bound(x, c, delta) -> float:
     r"""Theorem 1 of Thomas, Theocharous and Ghavamzadeh (2015): a lower bound from truncated terms.
 
-    For independent :math:`X_i \ge 0` with :math:`\E[X_i] = v` (it suffices that
-    :math:`\E[X_i] \le v`) and thresholds :math:`c_i > 0` fixed before seeing the :math:`X_i`, let
-    :math:`Y_i = \min(X_i, c_i)` and :math:`S = \sum_i 1/c_i`. With probability at least
-    :math:`1 - \delta`, :math:`v` is at least
+    For independent :math:`X_i \ge 0` with :math:`\mathbb{E}[X_i] = v` (it suffices that
+    :math:`\mathbb{E}[X_i] \le v`) and thresholds :math:`c_i > 0` fixed before seeing the
+    :math:`X_i`, let :math:`Y_i = \min(X_i, c_i)` and :math:`S = \sum_i 1/c_i`. With probability at
+    least :math:`1 - \delta`, :math:`v` is at least
 
     .. math::
 
@@ -344,9 +345,9 @@ def hcope_lower_bound(x, c, delta) -> float:
               \Big( n \sum_{i=1}^n \Big(\frac{Y_i}{c_i}\Big)^2
                     - \Big(\sum_{i=1}^n \frac{Y_i}{c_i}\Big)^2 \Big)} .
 
-    Truncation only lowers a mean, :math:`\E[Y_i] \le \E[X_i]`, so a lower bound on the mean of
-    the truncated terms is one on :math:`v`; and :math:`Y_i / c_i \in [0, 1]`, so the empirical
-    Bernstein inequality applies to them without any upper bound on the :math:`X_i`. The
+    Truncation only lowers a mean, :math:`\mathbb{E}[Y_i] \le \mathbb{E}[X_i]`, so a lower bound on
+    the mean of the truncated terms is one on :math:`v`; and :math:`Y_i / c_i \in [0, 1]`, so the
+    empirical Bernstein inequality applies to them without any upper bound on the :math:`X_i`. The
     bracket is computed as :math:`n \sum_i (Z_i - \bar Z)^2` with :math:`Z_i = Y_i/c_i`, which is
     the same number and never negative by rounding. With one threshold :math:`c` for all terms the
     bound is :func:`empirical_bernstein_lower_bound` of the :math:`Y_i` with :math:`b = c`.
@@ -411,7 +412,7 @@ def _predicted_bound(x_pre: np.ndarray, c: np.ndarray, n_post: int, delta: float
 
 
 def hcope_threshold(x_pre, n_post, delta) -> float:
-    r"""The threshold that maximises the bound predicted, from a first part of the data, for the rest.
+    r"""The threshold that maximises the bound predicted from a first part of the data for the rest.
 
     With one threshold :math:`c` for all :math:`n_\text{post}` terms, :func:`hcope_lower_bound`
     is :math:`\bar Y - 7 c \ln(2/\delta) / (3(n_\text{post} - 1)) - \sqrt{2 s_Y^2 \ln(2/\delta) /
@@ -604,7 +605,7 @@ def interval_coverage(lower, upper, truth) -> Coverage:
 
     .. math::
 
-        \widehat{\text{cov}} = \frac{1}{B} \sum_{b=1}^{B} \indicator\{L_b \le v \le U_b\},
+        \widehat{\text{cov}} = \frac{1}{B} \sum_{b=1}^{B} \mathbb{1}\{L_b \le v \le U_b\},
         \qquad \operatorname{se} = \sqrt{\widehat{\text{cov}}\,(1 - \widehat{\text{cov}}) / B} .
 
     The misses are split into intervals entirely below :math:`v` (:math:`U_b < v`) and entirely
@@ -642,7 +643,8 @@ def interval_coverage(lower, upper, truth) -> Coverage:
     except ValueError:
         raise ValueError("upper: shape does not broadcast with the shape of lower") from None
     if lo.ndim != 1 or lo.size == 0:
-        raise ValueError(f"lower: expected a non-empty 1-D array of shape (B,), got shape {lo.shape}")
+        raise ValueError("lower: expected a non-empty 1-D array of shape (B,), got shape "
+                         f"{lo.shape}")
     for arr, name in ((lo, "lower"), (hi, "upper")):
         if np.isnan(arr).any():
             idx = first_index(np.isnan(arr))

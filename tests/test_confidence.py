@@ -52,10 +52,12 @@ def test_hcope_hand_computed_case():
 
 
 def test_hcope_per_value_thresholds_hand_computed():
-    # x = (1, 3), c = (2, 1): Y/c = (1/2, 1), S = 3/2, sum = 3/2, n sum sq - sum^2 = 2*5/4 - 9/4 = 1/4.
+    # x = (1, 3), c = (2, 1): Y/c = (1/2, 1), S = 3/2, sum = 3/2,
+    # n sum sq - sum^2 = 2 * 5/4 - 9/4 = 1/4.
     # delta = 2/e: ln(2/delta) = 1, so L = (3/2 - 14/3 - sqrt(2 * 1/4)) / (3/2).
     expected = (1.5 - 14 / 3 - math.sqrt(0.5)) / 1.5
-    assert hcope_lower_bound([1.0, 3.0], [2.0, 1.0], 2 / math.e) == pytest.approx(expected, rel=1e-13)
+    got = hcope_lower_bound([1.0, 3.0], [2.0, 1.0], 2 / math.e)
+    assert got == pytest.approx(expected, rel=1e-13)
 
 
 @SETTINGS
@@ -81,7 +83,8 @@ def test_hcope_thresholds_above_every_value_change_only_the_range_term():
     x = np.array([0.3, 0.9, 0.1, 0.5, 0.7])
     n, log_term = x.size, math.log(2 / 0.1)
     for c in (1.0, 10.0):
-        expected = x.mean() - math.sqrt(2 * x.var(ddof=1) * log_term / n) - 7 * c * log_term / (3 * (n - 1))
+        spread = math.sqrt(2 * x.var(ddof=1) * log_term / n)
+        expected = x.mean() - spread - 7 * c * log_term / (3 * (n - 1))
         assert hcope_lower_bound(x, c, 0.1) == pytest.approx(expected, rel=1e-12)
 
 
