@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from ._validation import as_float_array, check_finite, first_index, where
+from ._validation import (as_float_array, check_finite, check_int, check_unit_interval, first_index,
+                          where)
 
 __all__ = [
     "normal_interval",
@@ -51,19 +52,6 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------------
 # input checks (messages start with the argument's name, as everywhere in the companion)
-
-
-def _check_open_unit(value, name: str) -> float:
-    """A number strictly between 0 and 1 (a confidence level or an error probability)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name}: must be a number in (0, 1), got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: must be a number in (0, 1), got {value!r}") from None
-    if not 0.0 < v < 1.0:
-        raise ValueError(f"{name}: must be in (0, 1), got {value!r}")
-    return v
 
 
 def _check_terms(x, name: str = "x") -> np.ndarray:
@@ -115,13 +103,6 @@ def _check_thresholds(c, n: int) -> np.ndarray:
     return arr
 
 
-def _check_count(value, name: str, smallest: int) -> int:
-    """An integer (not a bool) of at least ``smallest``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < smallest:
-        raise ValueError(f"{name}: must be an integer >= {smallest}, got {value!r}")
-    return int(value)
-
-
 # ---------------------------------------------------------------------------------------------
 # the normal approximation
 
@@ -164,7 +145,7 @@ def normal_interval(estimate, stderr, level=0.95):
 
     Used in :doc:`/book/confidence`.
     """
-    level = _check_open_unit(level, "level")
+    level = check_unit_interval(level, "level", open=True)
     est, se = _check_estimate(estimate, stderr)
     z = norm.ppf(0.5 + level / 2)
     lower, upper = est - z * se, est + z * se
@@ -208,7 +189,7 @@ def normal_lower_bound(estimate, stderr, delta):
 
     Used in :doc:`/book/confidence`.
     """
-    delta = _check_open_unit(delta, "delta")
+    delta = check_unit_interval(delta, "delta", open=True)
     est, se = _check_estimate(estimate, stderr)
     out = est - norm.ppf(1 - delta) * se
     return float(out) if out.ndim == 0 else out
@@ -276,7 +257,7 @@ def hoeffding_lower_bound(x, b, delta) -> float:
     """
     arr = _check_terms(x)
     bound = _check_range(arr, b)
-    delta = _check_open_unit(delta, "delta")
+    delta = check_unit_interval(delta, "delta", open=True)
     n = arr.size
     return float(arr.mean() - bound * math.sqrt(math.log(1 / delta) / (2 * n)))
 
@@ -322,7 +303,7 @@ def empirical_bernstein_lower_bound(x, b, delta) -> float:
     """
     arr = _check_terms(x)
     bound = _check_range(arr, b)
-    delta = _check_open_unit(delta, "delta")
+    delta = check_unit_interval(delta, "delta", open=True)
     n = arr.size
     log_term = math.log(2 / delta)
     spread = math.sqrt(2 * arr.var(ddof=1) * log_term / n)
@@ -390,7 +371,7 @@ def hcope_lower_bound(x, c, delta) -> float:
     arr = _check_terms(x)
     n = arr.size
     c = _check_thresholds(c, n)
-    delta = _check_open_unit(delta, "delta")
+    delta = check_unit_interval(delta, "delta", open=True)
     z = np.minimum(arr, c) / c                       # Y_i / c_i, in [0, 1]
     S = np.sum(1 / c)
     log_term = math.log(2 / delta)
@@ -463,8 +444,8 @@ def hcope_threshold(x_pre, n_post, delta) -> float:
     Used in :doc:`/book/confidence`.
     """
     arr = _check_terms(x_pre, "x_pre")
-    n_post = _check_count(n_post, "n_post", 2)
-    delta = _check_open_unit(delta, "delta")
+    n_post = check_int(n_post, "n_post", low=2)
+    delta = check_unit_interval(delta, "delta", open=True)
     positive = arr[arr > 0]
     if positive.size == 0:
         return 1.0
@@ -553,8 +534,8 @@ def hcope_split_bound(x, delta, pre_fraction=0.05) -> HCOPEBound:
     Used in :doc:`/book/confidence`.
     """
     arr = _check_terms(x)
-    delta = _check_open_unit(delta, "delta")
-    pre_fraction = _check_open_unit(pre_fraction, "pre_fraction")
+    delta = check_unit_interval(delta, "delta", open=True)
+    pre_fraction = check_unit_interval(pre_fraction, "pre_fraction", open=True)
     n = arr.size
     n_pre = max(2, int(round(pre_fraction * n)))
     if n - n_pre < 2:
