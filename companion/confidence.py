@@ -441,7 +441,7 @@ def hcope_threshold(x_pre, n_post, delta) -> float:
     >>> bool(1.0 < c < 40.0)          # it truncates the outlier and keeps the rest
     True
 
-    Used in :doc:`/book/confidence`.
+    :func:`hcope_split_bound` calls it (:doc:`Confidence </book/confidence>`).
     """
     arr = _check_terms(x_pre, "x_pre")
     n_post = check_int(n_post, "n_post", low=2)

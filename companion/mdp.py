@@ -16,8 +16,9 @@ Conventions
 * Entering a terminal state ends the episode: terminal states have value 0 and are never acted in.
 
 Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-:doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
-``estimators``, ``offpolicy_gradient`` and ``traces`` assignments.
+:doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
+:doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators``, ``offpolicy_gradient``
+and ``traces`` assignments.
 """
 
 from __future__ import annotations
@@ -99,8 +100,9 @@ class TabularMDP:
     (2, 2)
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`, the
-    ``estimators``, ``offpolicy_gradient`` and ``traces`` assignments.
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
+    :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators``,
+    ``offpolicy_gradient`` and ``traces`` assignments.
     """
 
     P: np.ndarray
@@ -167,8 +169,9 @@ class Trajectories:
     """A batch of ``n`` episodes padded to a common length ``T``.
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`, the
-    ``estimators`` and ``offpolicy_gradient`` assignments.
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
+    :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators`` and
+    ``offpolicy_gradient`` assignments.
 
     Attributes
     ----------
@@ -229,7 +232,7 @@ class PolicyQuantities:
     ``V[H] = 0``, ``Q`` and ``A`` (H, S, A) where ``Q[t]`` has ``H - t`` steps to go, and
     ``occupancy`` (H, S) with ``occupancy[t, s] = Pr(s_t = s, episode not ended)``.
 
-    Used in :doc:`/book/per_step_weights`.
+    Used in :doc:`/book/per_step_weights` and :doc:`/book/marginalized_is`.
 
     Attributes
     ----------
@@ -296,8 +299,9 @@ def random_mdp(n_states, n_actions, rng, gamma=0.9, *, alpha=1.0, reward_scale=1
     ((4, 2, 4), (4, 2), 1.0)
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-    :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy`, the ``estimators``,
-    ``offpolicy_gradient`` and ``traces`` assignments.
+    :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy`, :doc:`/book/marginalized_is`,
+    :doc:`/book/confidence` and the ``estimators``, ``offpolicy_gradient`` and ``traces``
+    assignments.
     """
     S, A = check_int(n_states, "n_states"), check_int(n_actions, "n_actions")
     alpha = check_positive(alpha, "alpha")
@@ -343,8 +347,9 @@ def softmax_policy(logits):
            [0.25, 0.75]])
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-    :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy`, the ``estimators``,
-    ``offpolicy_gradient`` and ``traces`` assignments.
+    :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy`, :doc:`/book/marginalized_is`,
+    :doc:`/book/confidence` and the ``estimators``, ``offpolicy_gradient`` and ``traces``
+    assignments.
     """
     theta = finite_array(logits, "logits", ndim=2)
     z = np.exp(theta - theta.max(axis=1, keepdims=True))
@@ -377,8 +382,9 @@ def uniform_policy(n_states, n_actions):
     >>> uniform_policy(2, 4)[0]
     array([0.25, 0.25, 0.25, 0.25])
 
-    Used in :doc:`/book/trajectory_weights`, :doc:`/book/on_off_policy`, the ``estimators``,
-    ``offpolicy_gradient`` and ``traces`` assignments.
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/on_off_policy`,
+    :doc:`/book/marginalized_is` and the ``estimators``, ``offpolicy_gradient`` and ``traces``
+    assignments.
     """
     S, A = check_int(n_states, "n_states"), check_int(n_actions, "n_actions")
     return np.full((S, A), 1.0 / A)
@@ -517,7 +523,7 @@ def policy_quantities(mdp, pi, horizon=None) -> PolicyQuantities:
     >>> round(q.J, 6), q.Q[0].round(6).tolist()
     (1.0, [1.0, 0.0])
 
-    Used in :doc:`/book/per_step_weights`.
+    Used in :doc:`/book/per_step_weights` and :doc:`/book/marginalized_is`.
     """
     pi = check_policy(pi, (mdp.n_states, mdp.n_actions), "pi")
     H = check_optional_int(horizon, "horizon")
@@ -568,8 +574,8 @@ def policy_value(mdp, pi, horizon=None):
     0.1
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
-    ``estimators`` assignment.
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
+    :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators`` assignment.
     """
     return policy_quantities(mdp, pi, horizon).J
 
@@ -680,7 +686,7 @@ def discounted_visitation(mdp, pi, horizon=None, normalize=False):
     >>> discounted_visitation(mdp, pi).round(6)   # expected number of visits: 1 / 0.1
     array([10.,  0.])
 
-    Used in :doc:`/book/per_step_weights`.
+    Used in :doc:`/book/per_step_weights` and :doc:`/book/marginalized_is`.
     """
     d = policy_quantities(mdp, pi, horizon).d
     return d / d.sum() if normalize else d
@@ -723,8 +729,8 @@ def policy_gradient_exact(mdp, logits, horizon=None):
     array([[ 0.0826, -0.0826],
            [ 0.    ,  0.    ]])
 
-    Used in :doc:`/book/trajectory_weights`, :doc:`/book/per_step_weights` and the
-    ``offpolicy_gradient`` assignment.
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/per_step_weights`, :doc:`/book/confidence`
+    and the ``offpolicy_gradient`` assignment.
     """
     pi = softmax_policy(logits)
     if pi.shape != (mdp.n_states, mdp.n_actions):
@@ -792,8 +798,9 @@ def sample_trajectories(mdp, behavior, n, horizon, rng, target=None) -> Trajecto
     ((4, 5), dtype('bool'), True)
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`, the
-    ``estimators`` and ``offpolicy_gradient`` assignments.
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
+    :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators`` and
+    ``offpolicy_gradient`` assignments.
     """
     shape = (mdp.n_states, mdp.n_actions)
     mu = check_policy(behavior, shape, "behavior")

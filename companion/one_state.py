@@ -13,7 +13,7 @@ weight :math:`\rho_{0:T-1} G` then has an infinite second moment under the behav
   and :func:`one_state_running` the running ordinary and weighted estimates of many long runs.
 * :func:`one_state_second_moment` gives the partial sums of the diverging second moment.
 
-Used in :doc:`/book/weighted_is`.
+Used in :doc:`/book/weighted_is` and :doc:`/book/confidence`.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def sutton_barto_one_state_mdp() -> TabularMDP:
     >>> mdp.P[0].tolist(), float(mdp.R[0, 0, 1])
     ([[0.9, 0.1], [0.0, 1.0]], 1.0)
 
-    Used in :doc:`/book/weighted_is`.
+    Used in :doc:`/book/weighted_is` and :doc:`/book/confidence`.
     """
     P = np.zeros((2, 2, 2))
     P[0, 0] = [0.9, 0.1]
@@ -95,7 +95,7 @@ def sutton_barto_one_state_policies():
     >>> pi[0].tolist(), mu[0].tolist()
     ([1.0, 0.0], [0.5, 0.5])
 
-    Used in :doc:`/book/weighted_is`.
+    Used in :doc:`/book/weighted_is` and :doc:`/book/confidence`.
     """
     pi = np.array([[1.0, 0.0], [1.0, 0.0]])
     mu = np.full((2, 2), 0.5)

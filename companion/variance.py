@@ -26,7 +26,8 @@ The single-ratio estimator of :doc:`per-step weights </book/per_step_weights>`, 
 growth, is :func:`companion.estimators.single_step_is`.
 
 Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-:doc:`/book/per_step_weights`, :doc:`/book/on_off_policy` and the ``variance`` assignment.
+:doc:`/book/per_step_weights`, :doc:`/book/on_off_policy`, :doc:`/book/marginalized_is`,
+:doc:`/book/confidence` and the ``variance`` assignment.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def chi_square_divergence(pi, mu):
     array([0.  , 0.64])
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-    :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy` and the ``variance`` assignment; see
+    :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy`, :doc:`/book/marginalized_is` and the
+    ``variance`` assignment; see
     eq. (eq-var-chi2).
     """
     p = finite_array(pi, "pi")
@@ -161,8 +163,8 @@ def log_weight_moment(mdp, pi, mu, horizon, order=2, *, per_horizon=False):
     >>> round(float(np.exp(log_weight_moment(one_state, pi, mu, horizon=100))), 2)  # 1.04^100
     50.5
 
-    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem` and
-    :doc:`/book/on_off_policy`; see eqs. (eq-var-moment-recursion) and (eq-var-bounds).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/on_off_policy` and :doc:`/book/confidence`; see eqs. (eq-var-moment-recursion) and (eq-var-bounds).
     """
     p, m, H = _check_problem(mdp, pi, mu, horizon)
     k = check_positive(order, "order")
