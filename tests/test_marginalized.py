@@ -410,7 +410,7 @@ GOOD = np.ones((2, 3))
     ({"rewards": np.ones(3)}, "^rewards: expected a 2-D array"),
     ({"state_ratios": np.ones((2, 3, 1))}, "^state_ratios: expected a 2-D array"),
     ({"rewards": np.ones((0, 3)), "state_ratios": np.ones((0, 3)),
-      "log_ratios": np.ones((0, 3))}, "^rewards: empty batch"),
+      "log_ratios": np.ones((0, 3))}, "^rewards: empty array"),
     ({"rewards": [[1.0, np.nan, 1.0], [1.0, 1.0, 1.0]]},
      "^rewards: NaN or inf at trajectory 0, step 1"),
     ({"state_ratios": [[1.0, 1.0, 1.0], [1.0, 1.0, np.inf]]},
@@ -421,7 +421,7 @@ GOOD = np.ones((2, 3))
      "^log_ratios: NaN or \\+inf at trajectory 0, step 2"),
     ({"log_ratios": [[0.0, 0.0, 0.0], [0.0, 800.0, 0.0]]},
      "^log_ratios: ratio exp\\(800\\) overflows float64 at trajectory 1, step 1"),
-    ({"gamma": 1.5}, "^gamma: discount must be in"),
+    ({"gamma": 1.5}, r"^gamma: must be in \[0, 1\]"),
     ({"mask": np.ones((2, 3))}, "^mask: must be a boolean array"),
     ({"mask": np.array([[True, False, True], [True, True, True]])},
      "^mask: padding must be a suffix"),
@@ -568,7 +568,7 @@ def test_tabular_pieces_bad_input():
     with pytest.raises(ValueError, match=r"^trajectories.states: 5 at trajectory 0, step 0 is "
                                          r"not in 0..2"):
         fit_tabular_model(_with_state(traj, 5), 3, 2)
-    with pytest.raises(ValueError, match="^gamma: discount must be in"):
+    with pytest.raises(ValueError, match=r"^gamma: must be in \[0, 1\]"):
         tabular_marginalized_is(traj, pi, gamma=-0.1)
     with pytest.raises(ValueError, match="^n_actions: must be a positive integer"):
         fit_tabular_model(traj, 3, 0)
