@@ -35,7 +35,7 @@ book: $(STAMP)
 ## Shares the execution cache of `make book`: notebooks it has executed are not executed again.
 NOSOLUTIONS_HTML := _build/nosolutions/_build/html
 book-nosolutions: $(STAMP)
-	$(BIN)/python scripts/nosolutions_config.py > _build_nosolutions_config.yml
+	$(BIN)/python scripts/nosolutions_config.py --cache _build/.jupyter_cache > _build_nosolutions_config.yml
 	$(BIN)/jupyter-book build . --config _build_nosolutions_config.yml --path-output _build/nosolutions $(JB_FLAGS)
 	rm -f _build_nosolutions_config.yml
 	@echo "Open $(NOSOLUTIONS_HTML)/index.html, or run 'make serve-nosolutions'."
