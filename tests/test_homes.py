@@ -99,6 +99,16 @@ def test_binder_provides_every_package_a_chapter_imports():
     assert missing == {}, f"binder/requirements.txt lacks what these chapters import: {missing}"
 
 
+def test_binder_provides_the_companions_dependencies():
+    """postBuild installs the companion without its dependencies: requirements.txt has them."""
+    binder = set(requirements(BINDER / "requirements.txt"))
+    project = pyproject()["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["notebooks"]
+    missing = sorted(canonicalize_name(Requirement(d).name) for d in wanted
+                     if canonicalize_name(Requirement(d).name) not in binder)
+    assert missing == [], f"binder/requirements.txt lacks the companion's {missing}"
+
+
 def test_binder_installs_the_companion_and_the_cpu_build_of_torch():
     post_build = (BINDER / "postBuild").read_text()
     assert post_build.startswith("#!"), "postBuild needs a shebang line"
