@@ -96,10 +96,23 @@ def _plain_stack(python: Path, env: dict[str, str]) -> Path:
     layer = cache / f"plain-stack-py{sys.version_info.major}.{sys.version_info.minor}-{key}"
     if not (layer / ".complete").exists():
         partial = Path(tempfile.mkdtemp(prefix=layer.name + "-", dir=_mkdir(cache)))
-        _run([python, "-m", "pip", "install", "-q", "--target", partial, *stack], env=env)
-        (partial / ".complete").write_text(" ".join(stack) + "\n")
-        shutil.rmtree(layer, ignore_errors=True)
-        partial.rename(layer)
+        try:
+            _run([python, "-m", "pip", "install", "-q", "--target", partial, *stack], env=env)
+            (partial / ".complete").write_text(" ".join(stack) + "\n")
+            shutil.rmtree(layer, ignore_errors=True)
+            partial.rename(layer)
+        except OSError:  # another run finished the same layer first
+            if not (layer / ".complete").exists():
+                raise
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    (layer / ".complete").touch()
+    # Layers of other versions that no run has used for a week go (each is about 1 GB).
+    for old in cache.glob("plain-stack-py*"):
+        marker = old / ".complete"
+        stale = not marker.exists() or time.time() - marker.stat().st_mtime > 7 * 86400
+        if old != layer and stale and time.time() - old.stat().st_mtime > 86400:
+            shutil.rmtree(old, ignore_errors=True)
     return layer
 
 
