@@ -127,9 +127,15 @@ def fresh(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fresh")
     timings = {}
     start = time.perf_counter()
+    # Built from a copy of the package's files: setuptools leaves build/ beside the sources.
+    source = tmp / "source"
+    shutil.copytree(ROOT / "companion", source / "companion",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE", "LICENSE-CODE", "LICENSE-TEXT"):
+        shutil.copy2(ROOT / name, source / name)
     isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *isolation,
-          "-w", tmp / "dist", ROOT])
+          "-w", tmp / "dist", source])
     wheel = next((tmp / "dist").glob("is_rl_companion-*.whl"))
     timings["wheel"] = time.perf_counter() - start
 
