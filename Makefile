@@ -14,7 +14,10 @@ JB_FLAGS := -W -n --keep-going
 .PHONY: install book book-nosolutions test test-unit test-notebooks test-build test-browser \
         test-slow test-assignments assignments serve lint strip sync-repo-url benchmarks clean \
         test-environments serve-nosolutions
-ASSIGNMENTS := estimators variance ppo trpo
+# The graded assignments, in the order of the chapters they build on (scripts/build_assignments.py).
+ASSIGNMENTS ?= offpolicy_gradient estimators variance weighted_is ppo trpo traces
+# A term seed for `make assignments SEED=...`: new hidden-test inputs and expected values.
+SEED ?=
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,25 +74,23 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow tests
 
 ## Where the notebooks live besides the course's venv: every chapter in a fresh environment with
-## only what its set-up cell installs; requirements resolved for every supported Python; the
-## README's commands in order. Needs the package index.
+## only what its set-up cell installs; requirements resolved for every supported Python. Needs
+## the package index.
 test-environments: $(STAMP)
 	$(BIN)/python -m pytest -m environments -n 2 tests --ignore=tests/test_assignments.py
 
-## The graded assignments (book/instructors.md): student and autograder versions in
-## assignments/dist/<name>/{student,autograder}. Installs the instructor tools.
+## The graded assignments (book/instructors.md): student notebooks and autograders in
+## assignments/dist/<name>/{student,autograder}; SEED=<number> builds a term's private variant.
+## Installs the instructor tools.
 assignments: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r requirements-instructor.txt
-	rm -rf assignments/dist
-	for a in $(ASSIGNMENTS); do \
-	  $(BIN)/otter assign --no-pdfs assignments/$$a/$$a.ipynb assignments/dist/$$a || exit 1; \
-	done
+	$(BIN)/python scripts/build_assignments.py $(ASSIGNMENTS) $(if $(SEED),--seed $(SEED))
 
-## Proves the grading right: solutions score full marks, untouched notebooks 0, typical mistakes
-## lose exactly their question's points.
+## Proves the grading right: solutions score full marks, untouched notebooks 0, answers that call
+## the companion 0, typical mistakes lose exactly their question's points.
 test-assignments: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r requirements-instructor.txt
-	$(BIN)/python -m pytest tests/test_assignments.py
+	ASSIGNMENTS="$(ASSIGNMENTS)" $(BIN)/python -m pytest tests/test_assignments.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -3,8 +3,7 @@
 Every public name of the submodules is re-exported here, so a chapter can write
 ``import companion as cp`` and call ``cp.trajectory_is(...)``. The modules that need PyTorch
 (``rl``, ``ppo``, ``trpo``) are imported on first use of one of their names, so
-``import companion`` does not load torch. (The off-policy evaluation estimators load numba on
-their first call, for their compiled loops; see :mod:`companion.estimators`.)
+``import companion`` does not load torch.
 """
 
 import ast as _ast

@@ -27,7 +27,7 @@ Action coding: gymnasium's, ``0 = STICK`` and ``1 = HIT``. A policy is an array 
 ``(player_sum, dealer_card, usable_ace)``; see :func:`threshold_policy` and
 :func:`random_policy`.
 
-See chapter 8 (weighted importance sampling), which reproduces Sutton & Barto's Figure 5.3.
+See :doc:`/book/weighted_is`, which reproduces Sutton & Barto's Figure 5.3.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def threshold_policy(stick_on=20):
     >>> float(pi[19, 2, 1]), float(pi[20, 2, 1])
     (1.0, 0.0)
 
-    See chapter 8.
+    See :doc:`/book/weighted_is`.
     """
     if isinstance(stick_on, bool) or int(stick_on) != stick_on or not 4 <= stick_on <= 22:
         raise ValueError(f"stick_on must be an integer in [4, 22], got {stick_on!r}")
@@ -202,7 +202,7 @@ def random_policy(p_hit=0.5):
     >>> float(random_policy()[13, 2, 1])
     0.5
 
-    See chapter 8.
+    See :doc:`/book/weighted_is`.
     """
     p = float(p_hit)
     if not 0.0 <= p <= 1.0:
@@ -230,7 +230,7 @@ def example_5_4_policies():
     >>> float(pi[13, 2, 1]), float(mu[13, 2, 1])
     (1.0, 0.5)
 
-    See chapter 8.
+    See :doc:`/book/weighted_is`.
     """
     return threshold_policy(20), random_policy(0.5)
 
@@ -356,7 +356,7 @@ def gym_episodes(n, target, behavior, rng, start=EXAMPLE_5_4_STATE, sab=False):
     >>> ep.rewards.shape, bool(np.all(ep.mask[:, 0]))
     ((3, 19), True)
 
-    See chapter 8.
+    See :doc:`/book/weighted_is`.
     """
     import gymnasium as gym
     from gymnasium.envs.toy_text.blackjack import draw_card
@@ -475,7 +475,7 @@ def simulate_episodes(n, target, behavior, rng, start=EXAMPLE_5_4_STATE, sab=Fal
     >>> set(np.unique(ep.returns).tolist()) <= {-1.0, 0.0, 1.0}
     True
 
-    See chapter 8 (Figure 5.3: 100 runs of 10,000 episodes).
+    See :doc:`/book/weighted_is` (Figure 5.3: 100 runs of 10,000 episodes).
     """
     n = _check_n(n)
     target = _check_policy(target, "target")
@@ -654,7 +654,7 @@ def exact_value(policy, start=EXAMPLE_5_4_STATE, sab=False):
     >>> round(exact_value(mu), 7)
     -0.2528302
 
-    See chapter 8.
+    See :doc:`/book/weighted_is`.
     """
     policy = _check_policy(policy, "policy")
 
@@ -699,7 +699,7 @@ def exact_second_moment(target, behavior, start=EXAMPLE_5_4_STATE, sab=False):
     >>> round(exact_second_moment(pi, mu), 6)
     10.233055
 
-    See chapter 8 (the MSE of ordinary importance sampling).
+    See :doc:`/book/weighted_is` (the MSE of ordinary importance sampling).
     """
     target = _check_policy(target, "target")
     behavior = _check_policy(behavior, "behavior")
@@ -746,7 +746,7 @@ def ordinary_is_variance(target, behavior, start=EXAMPLE_5_4_STATE, sab=False):
     >>> round(ordinary_is_variance(pi, mu) / 10_000, 7)   # MSE of ordinary IS after 10,000 episodes
     0.0010156
 
-    See chapter 8.
+    See :doc:`/book/weighted_is`.
     """
     m = exact_second_moment(target, behavior, start, sab)
     v = exact_value(target, start, sab)

@@ -15,34 +15,40 @@ trajectories drawn with the behaviour policy :math:`\mu`, each with signature
 
 The doubly robust estimator :func:`doubly_robust` (Jiang & Li 2016) takes in addition a value
 model along each trajectory, ``(rewards, log_ratios, q_hat, v_hat, gamma=1.0, mask=None)``.
+The single-ratio estimator :func:`single_step_is` of the surrogate objective takes the behaviour
+policy's advantages instead, ``(rewards, log_ratios, advantages, gamma=1.0, mask=None)``.
 
 All of them return an :class:`Estimate` with ``.estimate``, ``.stderr``, ``.n`` and ``.terms``
 (per-trajectory contributions, scaled so that ``estimate == terms.mean()``).
 
-Numerics. Everything is computed from log ratios. The weighted estimators subtract the largest
-log weight (per step, for the per-decision one) before exponentiating, so they give the right
-answer for trajectories of any length, e.g. 10,000 steps with ratios 1.2 (log weight 1823, far
-beyond float64). The ordinary estimators need the weights themselves: a weight below about
-``3e-308`` is taken as 0 (an absolute error below ``3.3e-308``, harmless), and a term
-:math:`w_i G_i` that exceeds the float64 range raises :class:`ValueError` (rather than returning
-``inf``); use the weighted estimator or work with log weights in that case.
+Numerics. Everything is computed from log ratios, with the log weights of
+:mod:`companion.weights` (:func:`~companion.weights.trajectory_log_weights` and
+:func:`~companion.weights.per_decision_log_weights`). The weighted estimators subtract the
+largest log weight (per step, for the per-decision one) before exponentiating, so they give the
+right answer for trajectories of any length, e.g. 10,000 steps with ratios 1.2 (log weight 1823,
+far beyond float64). The ordinary estimators need the weights themselves: a weight below
+float64's smallest number (about ``5e-324``) is taken as 0, and one below about ``2e-308`` keeps
+fewer digits (absolute errors below ``1e-323``, harmless), while a term :math:`w_i G_i` that
+exceeds the float64 range raises :class:`ValueError` (rather than returning ``inf``); use the
+weighted estimator or work with log weights in that case.
 
 Masks. Padded steps (``mask == False``) are treated as an absorbing state with ratio 1 and
 reward 0; their values in ``rewards`` and ``log_ratios`` are ignored (they may hold anything,
 including NaN). In the weighted per-decision estimator a finished trajectory therefore keeps
 its final weight in the denominators of later steps.
 
-Implementation. The four OPE estimators validate their inputs here and run their per-element
-work in compiled loops (numba, ``companion/_kernels.py``) that read each input element once,
-fuse the running sum of log-ratios, ``exp`` and the sums, and split the trajectories into chunks
-shared among ``numba.get_num_threads()`` threads (``numba.set_num_threads`` to change it). Memory use stays at a few MB beyond the
-inputs. :func:`weighted_per_decision_is` reads the batch twice (once for the per-step sums, once
-for the per-trajectory terms, recomputing the weights rather than storing them). The results do
-not depend on the number of threads. numba is imported on the first call, which also compiles
-the loops: some seconds, once per installation, since numba caches them on disk.
+Memory. Beyond the inputs (two float64 arrays of shape ``(n, T)``), the per-decision
+estimators work on blocks of rows of about 65,000 elements (half a megabyte per temporary array),
+so :func:`per_decision_is` needs a few MB whatever the batch size, and
+:func:`weighted_per_decision_is` one array of shape ``(n, T)`` (the prefix weights of every
+trajectory, which its per-step normalisation needs twice) plus a few MB. The trajectory-wise
+estimators need :math:`O(n)`, or with a mask one temporary ``(n, T)`` array (the inputs with
+their padding set to 0). So the extra memory stays below the size of the inputs.
 ``benchmarks/ope_estimators.py`` measures the speed.
 
-See chapters 1, 3, 5 and 8.
+Used in :doc:`/book/core_idea`, :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+:doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
+``estimators`` assignment.
 """
 
 from __future__ import annotations
@@ -58,11 +64,14 @@ from ._validation import (
     check_mask,
     check_same_shape,
     check_weights,
+    first_index,
     raise_nonfinite,
+    where,
 )
 from ._validation import (
     check_gamma as _check_gamma,
 )
+from .weights import per_decision_log_weights, trajectory_log_weights
 
 __all__ = [
     "Estimate",
@@ -73,12 +82,11 @@ __all__ = [
     "per_decision_is",
     "weighted_per_decision_is",
     "doubly_robust",
+    "single_step_is",
 ]
 
-#: Float64 elements per chunk of trajectories (512 KiB per array: the prefix sums of a chunk stay
-#: in the L2 cache) and the largest number of chunks (bounds the per-chunk sums of WPDIS).
-_BLOCK_ELEMS = 1 << 16
-_MAX_CHUNKS = 1024
+#: Elements per block of rows in the per-decision estimators (512 KiB per float64 array).
+_BLOCK_SIZE = 1 << 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,6 +113,9 @@ class Estimate:
     >>> e = Estimate(estimate=1.5, stderr=0.25, n=4)
     >>> float(e), round(e.estimate - 2 * e.stderr, 2)
     (1.5, 1.0)
+
+    Returned by every estimator of this module; chapters read its fields from
+    :doc:`/book/core_idea` on.
     """
 
     estimate: float
@@ -132,16 +143,6 @@ def _sd_over_sqrt_n(terms: np.ndarray) -> float:
     return float(np.std(terms, ddof=1) / np.sqrt(n))
 
 
-def _dot(a: np.ndarray, b: np.ndarray) -> float:
-    """Dot product of two long vectors, without BLAS.
-
-    ``a @ b`` would call OpenBLAS, which wakes its own thread pool; those threads keep spinning
-    for a while afterwards and compete for the cores with the estimators' own threads (measured
-    on 2 cores: the next ``per_decision_is`` call ran half as fast).
-    """
-    return float(np.einsum("i,i->", a, b))
-
-
 def _weights_from(w, log: bool, name: str = "w") -> tuple[np.ndarray, float]:
     """Return (scaled weights, log scale) with ``w = scaled * exp(log_scale)``, max scaled = 1."""
     arr = check_weights(w, name, log=log)
@@ -152,35 +153,22 @@ def _weights_from(w, log: bool, name: str = "w") -> tuple[np.ndarray, float]:
     return arr / m, float(np.log(m))
 
 
-
 def _prepare(rewards, log_ratios, gamma, mask):
-    """Validated inputs, C-contiguous as the compiled loops want them (copied only if not)."""
-    r = np.ascontiguousarray(as_float_array(rewards, "rewards", ndim=2))
-    lr = np.ascontiguousarray(as_float_array(log_ratios, "log_ratios", ndim=2))
+    """Validated inputs: two 2-D arrays of one shape, ``gamma`` in [0, 1], a mask whose padding
+    is a suffix of each row, and at every real step no NaN or inf in ``rewards`` and no NaN or
+    +inf in ``log_ratios`` (the first bad entry is named by trajectory and step)."""
+    r = as_float_array(rewards, "rewards", ndim=2)
+    lr = as_float_array(log_ratios, "log_ratios", ndim=2)
     check_same_shape(r, "rewards", lr, "log_ratios")
     g = _check_gamma(gamma)
-    m = None if mask is None else np.ascontiguousarray(check_mask(mask, r.shape))
+    m = None if mask is None else check_mask(mask, r.shape)
+    # Fast path: one sum per row over the real steps is finite (or -inf for the log ratios)
+    # exactly when no entry is NaN or inf (+inf); only if not, look for the first bad entry.
+    real = True if m is None else m
+    if not (np.all(np.isfinite(np.sum(r, axis=1, where=real)))
+            and _ok_log_weight(np.sum(lr, axis=1, where=real))):
+        _raise_bad_inputs(r, lr, m)
     return r, lr, g, m
-
-
-def _kernels():
-    """:mod:`companion._kernels`, imported on first use (importing numba takes a while)."""
-    from . import _kernels
-
-    return _kernels
-
-
-def _chunk_rows(n: int, horizon: int) -> int:
-    """Trajectories per chunk: a multiple of 4 (the kernels take rows four at a time)."""
-    rows = max(4, _BLOCK_ELEMS // horizon, -(-n // _MAX_CHUNKS))
-    return rows + (-rows % 4)
-
-
-def _run_kernel(name: str, r, lr, m, *args) -> None:
-    """Run the compiled loop ``name`` of :mod:`companion._kernels` on inputs from
-    :func:`_prepare`, in chunks of :func:`_chunk_rows` trajectories shared among threads."""
-    kernels = _kernels()
-    kernels.run(getattr(kernels, name), r, lr, m, _chunk_rows(*r.shape), *args)
 
 
 def _masked_full(x, m):
@@ -193,7 +181,21 @@ def _raise_bad_inputs(r, lr, m) -> None:
     raise_nonfinite(_masked_full(r, m), "rewards")
 
 
+def _row_blocks(shape: tuple[int, int]):
+    """Slices of consecutive rows of about ``_BLOCK_SIZE`` elements that cover ``shape[0]`` rows."""
+    n, horizon = shape
+    rows = max(1, _BLOCK_SIZE // horizon)
+    return (slice(start, start + rows) for start in range(0, n, rows))
+
+
+def _rows(m, rows: slice):
+    """The mask of a block of rows (``None`` for no mask)."""
+    return None if m is None else m[rows]
+
+
 def _discounts(gamma: float, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """:math:`\\gamma^t` and :math:`t \\log \\gamma` for ``t = 0, ..., horizon - 1`` (``-inf``
+    for :math:`0^t`, ``t >= 1``)."""
     t = np.arange(horizon, dtype=np.float64)
     if gamma == 1.0:
         return np.ones(horizon), np.zeros(horizon)
@@ -209,17 +211,12 @@ def _ok_log_weight(x: np.ndarray) -> bool:
 
 
 def _returns_and_log_weights(r, lr, gamma, m):
-    """Discounted returns G_i and log weights log w_i, validated."""
-    n, horizon = r.shape
-    d, _ = _discounts(gamma, horizon)
-    G = np.empty(n)
-    lw = np.empty(n)
-    _run_kernel("returns_and_log_weights", r, lr, m, d, G, lw)
-    if not (_ok_log_weight(lw) and np.all(np.isfinite(G))):
-        _raise_bad_inputs(r, lr, m)
-        if not np.all(np.isfinite(G)):
-            raise ValueError("rewards: the discounted returns overflow float64")
-    return G, lw
+    """Discounted returns :math:`G_i` and log trajectory weights :math:`\\log w_i`."""
+    d, _ = _discounts(gamma, r.shape[1])
+    G = _masked_full(r, m) @ d
+    if not np.all(np.isfinite(G)):
+        raise ValueError("rewards: the discounted returns overflow float64")
+    return G, trajectory_log_weights(lr, m)
 
 
 def _overflow_error(name: str, log_max: float, arg: str = "log_ratios") -> ValueError:
@@ -273,7 +270,7 @@ def ordinary_is(f, w, *, log: bool = False) -> Estimate:
     >>> round(ordinary_is([1.0, 2.0], [0.5, 1.5]).estimate, 3)
     1.75
 
-    See chapter 1 (the importance sampling identity) and chapter 3 (ordinary vs weighted).
+    Used in :doc:`/book/core_idea`.
     """
     fv = as_float_array(f, "f", ndim=1)
     check_finite(fv, "f")
@@ -326,14 +323,14 @@ def weighted_is(f, w, *, log: bool = False) -> Estimate:
     >>> round(weighted_is([1.0, 2.0], [5000.0, 5000.0 + np.log(3.0)], log=True).estimate, 6)
     1.75
 
-    See chapter 3 (weighted importance sampling) and chapter 4 (its variance).
+    Used in :doc:`/book/core_idea`.
     """
     fv = as_float_array(f, "f", ndim=1)
     check_finite(fv, "f")
     ws, _ = _weights_from(w, log)
     check_same_shape(fv, "f", ws, "w")
     total = ws.sum()
-    est = _dot(ws, fv) / float(total)
+    est = float(ws @ fv / total)
     n = fv.shape[0]
     se = float(np.sqrt(np.sum((ws * (fv - est)) ** 2)) / total) if n > 1 else float("nan")
     return Estimate(est, se, n, n * ws * fv / total, "weighted_is")
@@ -341,19 +338,6 @@ def weighted_is(f, w, *, log: bool = False) -> Estimate:
 
 # ---------------------------------------------------------------------------------------------
 # off-policy evaluation
-
-_OPE_PARAMS = """
-    Parameters
-    ----------
-    rewards : array_like, shape (n_trajectories, horizon)
-        Rewards :math:`r_{i,t}` of trajectories drawn with the behaviour policy :math:`\\mu`.
-    log_ratios : array_like, shape (n_trajectories, horizon)
-        :math:`\\log \\rho_{i,t}` (see :func:`companion.weights.log_ratios`); ``-inf`` allowed.
-    gamma : float in [0, 1], default 1.0
-        Discount :math:`\\gamma`.
-    mask : array_like of bool, same shape, optional
-        ``True`` on real steps; padding (a suffix of each row) counts as ratio 1, reward 0.
-"""
 
 
 def trajectory_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimate:
@@ -364,8 +348,20 @@ def trajectory_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimate:
         \hat v_{\text{IS}} = \frac{1}{n} \sum_{i=1}^{n} w_i G_i, \qquad
         w_i = \prod_{t=0}^{T_i-1} \rho_{i,t}, \quad G_i = \sum_{t=0}^{T_i-1} \gamma^t r_{i,t}.
 
-    Unbiased. Its variance grows exponentially with the horizon.
-    {params}
+    Unbiased. Its variance grows exponentially with the horizon. The weights come from
+    :func:`companion.weights.trajectory_log_weights`.
+
+    Parameters
+    ----------
+    rewards : array_like, shape (n_trajectories, horizon)
+        Rewards :math:`r_{i,t}` of trajectories drawn with the behaviour policy :math:`\mu`.
+    log_ratios : array_like, shape (n_trajectories, horizon)
+        :math:`\log \rho_{i,t}` (see :func:`companion.weights.log_ratios`); ``-inf`` allowed.
+    gamma : float in [0, 1], default 1.0
+        Discount :math:`\gamma`.
+    mask : array_like of bool, same shape, optional
+        ``True`` on real steps; padding (a suffix of each row) counts as ratio 1, reward 0.
+
     Returns
     -------
     Estimate
@@ -388,14 +384,16 @@ def trajectory_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimate:
     >>> e.terms.tolist(), e.estimate
     ([4.0, 0.25], 2.125)
 
-    See chapter 3 (trajectory weights) and chapter 5 (off-policy evaluation).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
+    ``estimators`` assignment.
     """
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
-    G, lw = _returns_and_log_weights(r, lr, g, m)
+    G, log_w = _returns_and_log_weights(r, lr, g, m)
     with np.errstate(over="ignore", invalid="ignore"):
-        terms = np.exp(lw) * G
+        terms = np.exp(log_w) * G
     if not np.all(np.isfinite(terms)):
-        raise _overflow_error("trajectory IS", float(lw.max()))
+        raise _overflow_error("trajectory IS", float(log_w.max()))
     return Estimate(float(terms.mean()), _sd_over_sqrt_n(terms), r.shape[0], terms, "trajectory_is")
 
 
@@ -412,7 +410,18 @@ def weighted_trajectory_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimat
     Biased at finite :math:`n`, consistent, and always within the range of the observed returns.
     Computed with max-subtraction, so any trajectory length is fine. Standard error by the
     delta method, :math:`\sqrt{\sum_i \bar w_i^2 (G_i - \hat v)^2}`.
-    {params}
+
+    Parameters
+    ----------
+    rewards : array_like, shape (n_trajectories, horizon)
+        Rewards :math:`r_{i,t}` of trajectories drawn with the behaviour policy :math:`\mu`.
+    log_ratios : array_like, shape (n_trajectories, horizon)
+        :math:`\log \rho_{i,t}` (see :func:`companion.weights.log_ratios`); ``-inf`` allowed.
+    gamma : float in [0, 1], default 1.0
+        Discount :math:`\gamma`.
+    mask : array_like of bool, same shape, optional
+        ``True`` on real steps; padding (a suffix of each row) counts as ratio 1, reward 0.
+
     Returns
     -------
     Estimate
@@ -432,22 +441,23 @@ def weighted_trajectory_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimat
     >>> round(weighted_trajectory_is(rewards, lr).estimate, 4)  # (4 + 0.25) / (2 + 0.25)
     1.8889
 
-    See chapter 3 (weighted importance sampling) and chapter 5 (off-policy evaluation).
+    Used in :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the ``estimators``
+    assignment.
     """
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
-    G, lw = _returns_and_log_weights(r, lr, g, m)
-    top = lw.max()
+    G, log_w = _returns_and_log_weights(r, lr, g, m)
+    top = log_w.max()
     if top == -np.inf:
         raise ValueError(
             "log_ratios: every trajectory has weight zero (log weight -inf), so weighted "
             "importance sampling is 0/0; no trajectory is possible under the target policy"
         )
-    wb = np.exp(lw - top)
-    wb /= wb.sum()
-    est = _dot(wb, G)
+    w_bar = np.exp(log_w - top)
+    w_bar /= w_bar.sum()
+    est = float(w_bar @ G)
     n = r.shape[0]
-    se = float(np.sqrt(np.sum((wb * (G - est)) ** 2))) if n > 1 else float("nan")
-    return Estimate(est, se, n, n * wb * G, "weighted_trajectory_is")
+    se = float(np.sqrt(np.sum((w_bar * (G - est)) ** 2))) if n > 1 else float("nan")
+    return Estimate(est, se, n, n * w_bar * G, "weighted_trajectory_is")
 
 
 def per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimate:
@@ -460,12 +470,26 @@ def per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimate:
 
     Each reward is weighted only by the ratios of the actions taken up to its own time, which
     keeps the estimator unbiased and lowers the variance compared with :func:`trajectory_is`.
-    The products are formed as ``exp(cumsum(log_ratios) + t log gamma)``.
-    {params}
+    The products are formed as ``exp(log_rho_0t + t log gamma)`` from the log prefix weights of
+    :func:`companion.weights.per_decision_log_weights`, one block of rows at a time (a few MB of
+    memory beyond the inputs).
+
+    Parameters
+    ----------
+    rewards : array_like, shape (n_trajectories, horizon)
+        Rewards :math:`r_{i,t}` of trajectories drawn with the behaviour policy :math:`\mu`.
+    log_ratios : array_like, shape (n_trajectories, horizon)
+        :math:`\log \rho_{i,t}` (see :func:`companion.weights.log_ratios`); ``-inf`` allowed.
+    gamma : float in [0, 1], default 1.0
+        Discount :math:`\gamma`.
+    mask : array_like of bool, same shape, optional
+        ``True`` on real steps; padding (a suffix of each row) counts as ratio 1, reward 0.
+
     Returns
     -------
     Estimate
-        ``terms`` are :math:`\sum_t \gamma^t \rho_{i,0:t} r_{i,t}`.
+        ``terms`` are :math:`\sum_t \gamma^t \rho_{i,0:t} r_{i,t}`; ``stderr`` is their sample
+        sd over :math:`\sqrt n`.
 
     Raises
     ------
@@ -481,17 +505,22 @@ def per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimate:
     >>> e.terms.tolist(), e.estimate
     ([4.0, 0.25], 2.125)
 
-    See chapter 5 (per-decision importance sampling) and chapter 8 (multi-step returns).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/per_step_weights`,
+    :doc:`/book/on_off_policy` and the ``estimators`` assignment.
     """
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
     n, horizon = r.shape
-    _, log_d = _discounts(g, horizon)
+    _, log_d = _discounts(g, horizon)  # t log gamma
     terms = np.empty(n)
-    _run_kernel("prefix_weight_dots", r, lr, m, log_d, terms, None, None)
+    with np.errstate(over="ignore", invalid="ignore"):  # checked below
+        for rows in _row_blocks(r.shape):
+            log_w = per_decision_log_weights(lr[rows], _rows(m, rows))  # log rho_{i,0:t}
+            r0 = _masked_full(r[rows], _rows(m, rows))
+            terms[rows] = np.sum(np.exp(log_w + log_d) * r0, axis=1)
     if not np.all(np.isfinite(terms)):
-        _raise_bad_inputs(r, lr, m)
-        log_w = np.cumsum(_masked_full(lr, m), axis=1) + log_d
-        raise _overflow_error("per-decision IS", float(np.max(log_w)))
+        largest = max(float(np.max(per_decision_log_weights(lr[rows], _rows(m, rows)) + log_d))
+                      for rows in _row_blocks(r.shape))
+        raise _overflow_error("per-decision IS", largest)
     return Estimate(float(terms.mean()), _sd_over_sqrt_n(terms), n, terms, "per_decision_is")
 
 
@@ -505,15 +534,28 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
 
     Each step's reward is self-normalised by the prefix weights of that step (Precup et al.
     2000; Sutton & Barto 2018, section 5.9, discuss per-decision weighting but leave the weighted
-    form open; this is the per-step normalisation of Precup et al.). Computed with a per-step max-subtraction, so any
-    trajectory length is fine. If every prefix weight at step :math:`t` is zero, the step
+    form open; this is the per-step normalisation of Precup et al.). Computed with a per-step
+    max-subtraction, :math:`W_{i,t} = \exp(\log \rho_{i,0:t} - \max_j \log \rho_{j,0:t}) \le 1`,
+    so any trajectory length is fine. If every prefix weight at step :math:`t` is zero, the step
     contributes 0 (no trajectory reached it under :math:`\pi`). Standard error by the delta
     method with the per-trajectory influence
     :math:`\psi_i = \sum_t \gamma^t \rho_{i,0:t} (r_{i,t} - \hat r_t) / \overline{\rho_{0:t}}`,
     :math:`\widehat{\operatorname{se}} = \sqrt{\sum_i \psi_i^2} / n`, where :math:`\hat r_t` is
     the weighted mean reward at step :math:`t` and :math:`\overline{\rho_{0:t}}` the mean prefix
-    weight.
-    {params}
+    weight. Memory: the weights :math:`W` of the whole batch (one array of the shape of
+    ``rewards``) plus a few MB.
+
+    Parameters
+    ----------
+    rewards : array_like, shape (n_trajectories, horizon)
+        Rewards :math:`r_{i,t}` of trajectories drawn with the behaviour policy :math:`\mu`.
+    log_ratios : array_like, shape (n_trajectories, horizon)
+        :math:`\log \rho_{i,t}` (see :func:`companion.weights.log_ratios`); ``-inf`` allowed.
+    gamma : float in [0, 1], default 1.0
+        Discount :math:`\gamma`.
+    mask : array_like of bool, same shape, optional
+        ``True`` on real steps; padding (a suffix of each row) counts as ratio 1, reward 0.
+
     Returns
     -------
     Estimate
@@ -534,50 +576,34 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
     >>> round(weighted_per_decision_is(rewards, lr).estimate, 4)
     1.8
 
-    See chapter 5 (per-decision importance sampling) and chapter 8 (multi-step returns).
+    Used in :doc:`/book/weighted_is` and :doc:`/book/on_off_policy`.
     """
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
     n, horizon = r.shape
     d, _ = _discounts(g, horizon)
-
-    # Pass 1: per chunk of trajectories, the per-step sums A_t = sum_i W_it r_it and
-    # B_t = sum_i W_it of the prefix weights scaled by the chunk's per-step maximum,
-    # W_it = exp(log rho_{0:t} - ref_ct); then rescaled to the overall maximum ref_t and added.
-    # Pass 2 recomputes the weights instead of storing them: reading the input again costs less
-    # than writing and re-reading an array of its size.
-    chunks = -(-n // _chunk_rows(n, horizon))
-    ref_c, A_c, B_c = (np.empty((chunks, horizon)) for _ in range(3))
-    _run_kernel("per_step_weight_sums", r, lr, m, ref_c, A_c, B_c)
-    if not (np.all(np.isfinite(A_c)) and np.all(np.isfinite(B_c))):
-        _raise_bad_inputs(r, lr, m)
-    ref = ref_c.max(axis=0)
-    with np.errstate(invalid="ignore"):  # -inf - -inf: a chunk and all others have weight 0
-        scale = np.where(ref_c == -np.inf, 0.0, np.exp(ref_c - ref))
-    A = np.sum(A_c * scale, axis=0)
-    B = np.sum(B_c * scale, axis=0)
+    log_w = np.empty((n, horizon))  # log rho_{i,0:t}, filled block by block
+    for rows in _row_blocks(r.shape):
+        log_w[rows] = per_decision_log_weights(lr[rows], _rows(m, rows))
+    top = log_w.max(axis=0)
+    top[top == -np.inf] = 0.0  # nobody reaches step t: its weights are all 0 anyway
+    # W_it = rho_{i,0:t} / max_j rho_{j,0:t} <= 1, in place (W reuses log_w's memory)
+    W = np.exp(np.subtract(log_w, top, out=log_w), out=log_w)
+    B = W.sum(axis=0)
     if B[0] == 0.0:
-        raise ValueError(
-            "log_ratios: every trajectory has weight zero at step 0, so weighted per-decision "
-            "importance sampling is 0/0"
-        )
-    reached = B > 0
-    r_hat = np.divide(A, B, out=np.zeros(horizon), where=reached)  # weighted mean reward per step
-    est = float(d @ r_hat)
-    # c_t = gamma^t / mean_i W_it, so that terms_i = sum_t c_t W_it r_it has mean est. It is
-    # folded into the exponent: c_t W_it = exp(log rho_{0:t} + log c_t - ref_t); c_t = 0 for
-    # steps nobody reached gives a log scale of -inf and a weight of exactly 0.
-    with np.errstate(divide="ignore"):
-        log_c = np.log(np.divide(n * d, B, out=np.zeros(horizon), where=reached))
-    log_scale = log_c - np.where(ref == -np.inf, 0.0, ref)
-
-    # Pass 2: per-trajectory terms and delta-method influence values.
-    terms = np.empty(n)
-    centre = np.empty(n)
-    _run_kernel("prefix_weight_dots", r, lr, m, log_scale, terms, r_hat, centre)
-    psi = terms - centre
-    se = float(np.sqrt(_dot(psi, psi)) / n) if n > 1 else float("nan")
-    return Estimate(est, se, n, terms, "weighted_per_decision_is")
-
+        raise ValueError("log_ratios: every trajectory has weight zero at step 0, so weighted "
+                         "per-decision importance sampling is 0/0")
+    c = np.divide(n * d, B, out=np.zeros(horizon), where=B > 0)  # gamma^t / mean_i W_it
+    A, terms = np.zeros(horizon), np.empty(n)
+    for rows in _row_blocks(r.shape):
+        Wr = W[rows] * _masked_full(r[rows], _rows(m, rows))
+        A += Wr.sum(axis=0)  # sum_i W_it r_it
+        terms[rows] = Wr @ c  # sum_t gamma^t rho_{i,0:t} r_it / mean_j rho_{j,0:t}
+    if not np.all(np.isfinite(terms)):
+        raise ValueError("rewards: the weighted per-decision terms overflow float64")
+    r_hat = np.divide(A, B, out=np.zeros(horizon), where=B > 0)  # weighted mean reward at t
+    psi = terms - W @ (c * r_hat)  # delta-method influence of trajectory i
+    se = float(np.sqrt(psi @ psi) / n) if n > 1 else float("nan")
+    return Estimate(float(d @ r_hat), se, n, terms, "weighted_per_decision_is")
 
 
 def doubly_robust(rewards, log_ratios, q_hat, v_hat, gamma=1.0, mask=None) -> Estimate:
@@ -637,22 +663,19 @@ def doubly_robust(rewards, log_ratios, q_hat, v_hat, gamma=1.0, mask=None) -> Es
     >>> e.terms.tolist(), e.estimate     # (0 + 1) + (0 + 2) and (-0.5 + 1) + (0 + 0.5)
     ([3.0, 1.0], 2.0)
 
-    See chapter 9 (the doubly robust estimator), eq. (eq-onoff-dr).
+    Used in :doc:`/book/on_off_policy`, eq. (eq-onoff-dr).
     """
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
     q = as_float_array(q_hat, "q_hat", ndim=2)
     check_same_shape(r, "rewards", q, "q_hat")
     v = as_float_array(v_hat, "v_hat", ndim=2)
     check_same_shape(r, "rewards", v, "v_hat")
-    with np.errstate(invalid="ignore"):
-        r0, lr0, q0, v0 = (_masked_full(x, m) for x in (r, lr, q, v))
+    r0, q0, v0 = (_masked_full(x, m) for x in (r, q, v))
     check_finite(q0, "q_hat")
     check_finite(v0, "v_hat")
     n, horizon = r.shape
     _, log_d = _discounts(g, horizon)
-    P = np.cumsum(lr0, axis=1)
-    if not (_ok_log_weight(P[:, -1]) and np.all(np.isfinite(r0))):
-        _raise_bad_inputs(r, lr, m)
+    P = per_decision_log_weights(lr, m)  # log rho_{i,0:t}
     prev = np.concatenate([np.zeros((n, 1)), P[:, :-1]], axis=1)   # log rho_{0:t-1}
     with np.errstate(over="ignore", invalid="ignore"):
         w = np.exp(P + log_d)
@@ -663,6 +686,81 @@ def doubly_robust(rewards, log_ratios, q_hat, v_hat, gamma=1.0, mask=None) -> Es
     return Estimate(float(terms.mean()), _sd_over_sqrt_n(terms), n, terms, "doubly_robust")
 
 
-for _f in (trajectory_is, weighted_trajectory_is, per_decision_is, weighted_per_decision_is):
-    _f.__doc__ = _f.__doc__.replace("{params}", _OPE_PARAMS)
-del _f
+def single_step_is(rewards, log_ratios, advantages, gamma=1.0, mask=None) -> Estimate:
+    r"""Single-ratio (surrogate) estimate: the behaviour's return plus ratio-corrected advantages.
+
+    .. math::
+
+        \hat L = \frac1n \sum_{i=1}^n \Big( \sum_t \gamma^t r_{i,t}
+                 + \sum_t \gamma^t (\rho_{i,t} - 1)\, A_{i,t} \Big), \qquad
+        \rho_{i,t} = \frac{\pi(a_{i,t} \mid s_{i,t})}{\mu(a_{i,t} \mid s_{i,t})} .
+
+    The part that depends on :math:`\pi` is :math:`\sum_t \gamma^t \rho_t A_t`, the per-step
+    surrogate of CPI, TRPO and PPO. With :math:`A_{i,t} = A^\mu_t(s_{i,t}, a_{i,t})` (or any
+    estimate whose conditional mean given :math:`s_t, a_t` is that) and episodes from :math:`\mu`,
+    :math:`\mathbb{E}_\mu[A^\mu_t(s_t, a_t)] = 0`, so the expectation is the surrogate
+
+    .. math::
+
+        L_\mu(\pi) = J(\mu) + \sum_t \gamma^t\, \mathbb{E}_{s \sim d^\mu_t}
+        \sum_a \pi(a \mid s) A^\mu_t(s, a),
+
+    not :math:`J(\pi)`: each step is reweighted by its own ratio only, so states are still visited
+    as under :math:`\mu`. The difference :math:`J(\pi) - L_\mu(\pi)` is of second order in the
+    distance between the policies. The ``- 1`` is a control variate: it changes no expectation,
+    and at :math:`\pi = \mu` it makes the estimate the plain on-policy Monte Carlo return.
+
+    Parameters
+    ----------
+    rewards : array_like, shape (n_trajectories, horizon)
+        Rewards of episodes drawn with the behaviour policy.
+    log_ratios : array_like, shape (n_trajectories, horizon)
+        :math:`\log \rho_{i,t}`; ``-inf`` allowed (ratio 0).
+    advantages : array_like, shape (n_trajectories, horizon)
+        Advantages of the behaviour policy at the visited state-action pairs.
+    gamma : float in [0, 1], default 1.0
+        Discount :math:`\gamma`.
+    mask : array_like of bool, same shape, optional
+        ``True`` on real steps (padding, a suffix, contributes nothing).
+
+    Returns
+    -------
+    Estimate
+        ``terms`` are the per-trajectory sums; ``stderr`` their sample sd over :math:`\sqrt n`.
+
+    Raises
+    ------
+    ValueError
+        On a shape mismatch, an empty batch, NaN/inf in ``rewards`` or ``advantages`` or NaN/+inf
+        in ``log_ratios`` at a real step (names trajectory and step), a bad ``mask``, ``gamma``
+        outside [0, 1], or a ratio that overflows float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rewards = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> lr = np.log([[2.0, 1.0], [0.5, 1.0]])
+    >>> adv = np.array([[0.5, 0.0], [-0.5, 0.0]])
+    >>> e = single_step_is(rewards, lr, adv)   # terms 1 + (2 - 1) 0.5 and 1 + (0.5 - 1)(-0.5)
+    >>> e.terms.tolist(), e.estimate
+    ([1.5, 1.25], 1.375)
+
+    Used in :doc:`/book/per_step_weights`, eq. (eq-perstep-single-step).
+    """
+    r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
+    adv = as_float_array(advantages, "advantages", ndim=2)
+    check_same_shape(r, "rewards", adv, "advantages")
+    r, lr, adv = (_masked_full(x, m) for x in (r, lr, adv))
+    check_finite(adv, "advantages")
+    if lr.max() > LOG_FLOAT_MAX:
+        idx = first_index(lr > LOG_FLOAT_MAX)
+        raise ValueError(f"log_ratios: ratio exp({lr[idx]:.6g}) overflows float64 at "
+                         f"{where(idx, 2)}")
+    d, _ = _discounts(g, r.shape[1])
+    terms = (r + np.expm1(lr) * adv) @ d  # sum_t gamma^t (r_it + (rho_it - 1) A_it)
+    if not np.all(np.isfinite(terms)):
+        i = int(np.flatnonzero(~np.isfinite(terms))[0])
+        raise ValueError(f"log_ratios: the ratio-weighted advantages of trajectory {i} overflow "
+                         "float64")
+    return Estimate(float(terms.mean()), _sd_over_sqrt_n(terms), r.shape[0], terms,
+                    "single_step_is")

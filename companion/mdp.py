@@ -523,9 +523,11 @@ def policy_quantities(mdp, pi, horizon=None):
 
         V^\pi = (I - \gamma P_\pi)^{-1} r_\pi, \qquad
         Q^\pi(s, a) = r(s, a) + \gamma \sum_{s'} P(s' \mid s, a) V^\pi(s'), \qquad
-        d^\pi = (I - \gamma P_\pi^\top)^{-1} \rho_0,
+        d^\pi = (I - \gamma P_\pi^\top)^{-1} d_0,
 
-    so :math:`d^\pi(s) = \sum_t \gamma^t \Pr(s_t = s)`. Finite horizon ``H``: backward recursion
+    with :math:`d_0` the initial distribution (``mdp.initial``), so
+    :math:`d^\pi(s) = \sum_t \gamma^t \Pr(s_t = s)`, an unnormalised measure of total mass
+    :math:`\sum_t \gamma^t` (:math:`1/(1-\gamma)` without terminal states). Finite horizon ``H``: backward recursion
     :math:`Q_t = r + \gamma P V_{t+1}`, :math:`V_t(s) = \sum_a \pi(a|s) Q_t(s, a)`, :math:`V_H = 0`, and
     forward recursion for the occupancies :math:`\Pr(s_t = s)`.
 
@@ -578,7 +580,7 @@ def policy_value(mdp, pi, horizon=None):
     .. math::
 
         J(\pi) = \mathbb{E}_\pi\Big[\sum_{t=0}^{H-1} \gamma^t r_t\Big]
-               = \sum_s \rho_0(s) V^\pi(s) \quad (H = \infty \text{ if horizon is None}).
+               = \sum_s d_0(s) V^\pi(s) \quad (H = \infty \text{ if horizon is None}).
 
     Parameters
     ----------
@@ -784,7 +786,7 @@ def sample_trajectories(mdp, behavior, n, horizon, rng, target=None):
 
     .. math::
 
-        s_0 \sim \rho_0,\quad a_t \sim \mu(\cdot \mid s_t),\quad s_{t+1} \sim P(\cdot \mid s_t, a_t),
+        s_0 \sim d_0,\quad a_t \sim \mu(\cdot \mid s_t),\quad s_{t+1} \sim P(\cdot \mid s_t, a_t),
         \quad t = 0, \dots, H - 1,
 
     stopping early (masking the rest) when ``s_{t+1}`` is terminal. Episodes still running at

@@ -17,11 +17,13 @@ Discounting convention (used throughout). The objective is
 
 Rewards are therefore discounted from time 0 (:math:`\gamma^{t'}`, not :math:`\gamma^{t'-t}`): the
 estimators below include the factor :math:`\gamma^t` that practical implementations often drop.
-We write :math:`G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'}` for this reward-to-go and
-:math:`\rho_{0:t} = \prod_{k \le t} \pi(a_k|s_k) / \mu(a_k|s_k)`.
+With the return from time :math:`t` of the notation page, :math:`G_t = \sum_{t' \ge t}
+\gamma^{t'-t} r_{t'}`, the reward-to-go discounted from time 0 is
+:math:`\gamma^t G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'}`; and
+:math:`\rho_{0:t} = \prod_{k \le t} \pi(a_k|s_k) / \mu(a_k|s_k)` is the prefix weight.
 
-See chapters 2 (policy gradients), 3 (the off-policy policy gradient) and 5 (per-decision weights
-and the surrogate).
+See :doc:`/book/why_rl` (policy gradients), :doc:`/book/trajectory_weights` (the off-policy
+policy gradient) and :doc:`/book/per_step_weights` (per-decision weights and the surrogate).
 """
 
 from __future__ import annotations
@@ -45,13 +47,13 @@ __all__ = [
     "GradientEstimate",
     "score_function",
     "reinforce_gradient",
-    "outline_offpolicy_gradient",
+    "prefix_weighted_gradient",
     "per_decision_gradient",
     "trajectory_is_gradient",
     "surrogate_gradient",
     "surrogate_objective",
     "surrogate_gradient_exact",
-    "outline_gradient_expectation",
+    "prefix_weighted_gradient_expectation",
 ]
 
 
@@ -191,7 +193,7 @@ def score_function(logits, states, actions):
     array([[ 0. ,  0. ],
            [ 0.5, -0.5]])
 
-    See chapter 2 (why policy gradients need importance sampling).
+    See :doc:`/book/why_rl`.
     """
     pi = softmax_policy(logits)
     S, A = pi.shape
@@ -219,8 +221,9 @@ def reinforce_gradient(traj, logits, gamma, *, check_on_policy=True):
 
     .. math::
 
-        \hat g = \frac1n \sum_{i=1}^n \sum_t \nabla \log \pi(a^i_t \mid s^i_t)\, G^i_t, \qquad
-        G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'}.
+        \hat g = \frac1n \sum_{i=1}^n \sum_t \nabla \log \pi(a^i_t \mid s^i_t)\,
+                 \gamma^t G^i_t, \qquad
+        \gamma^t G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'}.
 
     Unbiased for :math:`\nabla J(\pi)` when the episodes were drawn from :math:`\pi` itself.
 
@@ -254,7 +257,7 @@ def reinforce_gradient(traj, logits, gamma, *, check_on_policy=True):
     >>> reinforce_gradient(traj, logits, gamma=mdp.gamma).terms.shape
     (100, 3, 2)
 
-    See chapter 2 (policy gradients).
+    See :doc:`/book/why_rl`.
     """
     pi, gamma = _check_traj(traj, logits, gamma)
     if check_on_policy:
@@ -268,21 +271,25 @@ def reinforce_gradient(traj, logits, gamma, *, check_on_policy=True):
         _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
 
 
-def outline_offpolicy_gradient(traj, logits, gamma):
-    r"""The outline's off-policy gradient: prefix weight times the *behaviour's* reward-to-go.
+def prefix_weighted_gradient(traj, logits, gamma):
+    r"""Prefix-weighted reward-to-go: the prefix weight up to the action times the *behaviour's*
+    reward-to-go.
 
     .. math::
 
-        \hat g = \frac1n \sum_i \sum_t \rho^i_{0:t}\, \nabla \log \pi(a^i_t \mid s^i_t)\, G^i_t .
+        \hat g = \frac1n \sum_i \sum_t \rho^i_{0:t}\, \nabla \log \pi(a^i_t \mid s^i_t)\,
+                 \gamma^t G^i_t, \qquad \gamma^t G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'} .
 
-    Biased in general: the rewards after ``t`` were produced by :math:`\mu`, so
+    A formula that looks right, but is biased in general: the rewards after ``t`` were produced by
+    :math:`\mu`, and their ratios after ``t`` are left out, so
 
     .. math::
 
         \mathbb{E}_\mu[\hat g] = \sum_t \gamma^t\, \mathbb{E}_{s_t, a_t \sim \pi}
             \big[\nabla \log \pi(a_t|s_t)\, Q^\mu_t(s_t, a_t)\big] \ne \nabla J(\pi)
 
-    (see :func:`outline_gradient_expectation`). It is unbiased when ``pi = mu``.
+    (see :func:`prefix_weighted_gradient_expectation`). It is unbiased when ``pi = mu``; the
+    unbiased way to drop later ratios is :func:`per_decision_gradient`.
 
     Parameters
     ----------
@@ -305,10 +312,10 @@ def outline_offpolicy_gradient(traj, logits, gamma):
     >>> from companion.mdp import random_mdp, sample_trajectories, uniform_policy
     >>> mdp = random_mdp(3, 2, rng=0)
     >>> traj = sample_trajectories(mdp, uniform_policy(3, 2), n=50, horizon=4, rng=1)
-    >>> outline_offpolicy_gradient(traj, np.ones((3, 2)), mdp.gamma).estimate.shape
+    >>> prefix_weighted_gradient(traj, np.ones((3, 2)), mdp.gamma).estimate.shape
     (3, 2)
 
-    See chapter 3 (the off-policy policy gradient) and chapter 5.
+    See :doc:`/book/trajectory_weights`.
     """
     pi, gamma = _check_traj(traj, logits, gamma)
     coef = _prefix_rho(pi, traj) * _reward_to_go(_discounted_rewards(traj, gamma))
@@ -351,7 +358,7 @@ def per_decision_gradient(traj, logits, gamma):
     >>> bool(np.allclose(g.estimate.sum(axis=1), 0.0))
     True
 
-    See chapter 5 (per-decision weights).
+    See :doc:`/book/trajectory_weights` and :doc:`/book/per_step_weights`.
     """
     pi, gamma = _check_traj(traj, logits, gamma)
     coef = _reward_to_go(_prefix_rho(pi, traj) * _discounted_rewards(traj, gamma))
@@ -364,10 +371,11 @@ def trajectory_is_gradient(traj, logits, gamma):
 
     .. math::
 
-        \hat g = \frac1n \sum_i \rho^i_{0:T_i - 1} \sum_t \nabla \log \pi(a^i_t \mid s^i_t)\, G^i_t,
-        \qquad G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'} .
+        \hat g = \frac1n \sum_i \rho^i_{0:T_i - 1} \sum_t \nabla \log \pi(a^i_t \mid s^i_t)\,
+                 \gamma^t G^i_t, \qquad \gamma^t G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'} .
 
-    Unbiased, with a variance that grows with the length of the episode (chapter 4).
+    Unbiased, with a variance that grows with the length of the episode
+    (:doc:`/book/variance_problem`).
 
     Parameters
     ----------
@@ -392,7 +400,7 @@ def trajectory_is_gradient(traj, logits, gamma):
     >>> trajectory_is_gradient(traj, np.zeros((3, 2)), mdp.gamma).n
     50
 
-    See chapter 3 (trajectory weights).
+    See :doc:`/book/trajectory_weights`.
     """
     pi, gamma = _check_traj(traj, logits, gamma)
     rho = _prefix_rho(pi, traj)
@@ -473,7 +481,8 @@ def surrogate_gradient(traj, logits, gamma, *, advantages=None, advantage_table=
     >>> surrogate_gradient(traj, np.zeros((3, 2)), mdp.gamma, advantage_table=A_mu).n
     50
 
-    See chapter 5 (the single-step surrogate).
+    The estimator behind the surrogate of :doc:`/book/per_step_weights`; used in
+    :doc:`/book/on_off_policy`.
     """
     pi, gamma = _check_traj(traj, logits, gamma)
     adv = _advantage_per_step(traj, advantages, advantage_table)
@@ -533,7 +542,7 @@ def surrogate_objective(mdp, pi, mu, horizon=None):
     >>> bool(np.isclose(surrogate_objective(mdp, mu, mu), policy_value(mdp, mu)))
     True
 
-    See chapter 5 (the surrogate objective).
+    Used in :doc:`/book/per_step_weights` (the surrogate objective, eq. (eq-perstep-surrogate)).
     """
     _check_mdp(mdp)
     pi = _check_policy(pi, mdp, "pi")
@@ -578,7 +587,7 @@ def surrogate_gradient_exact(mdp, logits, mu, horizon=None):
     >>> bool(np.allclose(g, policy_gradient_exact(mdp, theta)))
     True
 
-    See chapter 5.
+    Used in :doc:`/book/per_step_weights` (first-order agreement with :math:`\nabla J`).
     """
     _check_mdp(mdp)
     pi = softmax_policy(logits)
@@ -593,9 +602,9 @@ def surrogate_gradient_exact(mdp, logits, mu, horizon=None):
     return np.einsum("t,ts,sa,tsa->sa", disc, qmu.occupancy, pi, centred)
 
 
-def outline_gradient_expectation(mdp, logits, mu, horizon=None):
-    r"""Exact expectation of :func:`outline_offpolicy_gradient` (it uses :math:`Q^\mu`, not
-    :math:`Q^\pi`).
+def prefix_weighted_gradient_expectation(mdp, logits, mu, horizon=None):
+    r"""Exact expectation of :func:`prefix_weighted_gradient`: the target's state distribution
+    with the behaviour's action values :math:`Q^\mu` in place of :math:`Q^\pi`.
 
     .. math::
 
@@ -603,7 +612,9 @@ def outline_gradient_expectation(mdp, logits, mu, horizon=None):
         \Big(Q^\mu_t(s, a) - \sum_b \pi(b \mid s) Q^\mu_t(s, b)\Big).
 
     Compare with :func:`companion.mdp.policy_gradient_exact`, which has :math:`Q^\pi` in its place:
-    the difference is the bias of the outline's estimator.
+    the difference is the bias of the prefix-weighted estimator. (The single-ratio surrogate's
+    gradient, :func:`surrogate_gradient_exact`, differs in the state distribution too: it has
+    :math:`d^\mu_t` where this has :math:`\Pr_\pi(s_t = s)`.)
 
     Parameters
     ----------
@@ -628,11 +639,11 @@ def outline_gradient_expectation(mdp, logits, mu, horizon=None):
     >>> from companion.mdp import random_mdp, softmax_policy, policy_gradient_exact
     >>> mdp = random_mdp(3, 2, rng=0)
     >>> theta = np.zeros((3, 2))
-    >>> g = outline_gradient_expectation(mdp, theta, softmax_policy(theta), horizon=5)
+    >>> g = prefix_weighted_gradient_expectation(mdp, theta, softmax_policy(theta), horizon=5)
     >>> bool(np.allclose(g, policy_gradient_exact(mdp, theta, horizon=5)))   # unbiased at pi = mu
     True
 
-    See chapter 3 (the off-policy policy gradient).
+    See :doc:`/book/trajectory_weights`.
     """
     _check_mdp(mdp)
     pi = _check_policy(softmax_policy(logits), mdp, "softmax(logits)")

@@ -1,9 +1,9 @@
 r"""Truncated importance-sampling traces: Retrace(:math:`\lambda`) and V-trace.
 
 Multi-step returns computed from another policy's data need importance ratios, and products
-of ratios have exploding variance (chapter 4). Retrace (Munos et al. 2016) and V-trace
-(Espeholt et al. 2018, IMPALA) cut the products off at one: every step multiplies the trace
-by a *truncated* ratio, so the trace never grows.
+of ratios have exploding variance (:doc:`/book/variance_problem`). Retrace (Munos et al. 2016)
+and V-trace (Espeholt et al. 2018, IMPALA) cut the products off at one: every step multiplies the
+trace by a *truncated* ratio, so the trace never grows.
 
 Sample-based targets, on batches of trajectories of shape (n_trajectories, horizon):
 
@@ -17,7 +17,7 @@ Sample-based targets, on batches of trajectories of shape (n_trajectories, horiz
 ==============================  =============================================================
 
 Exact expected operators on a tabular MDP (:class:`companion.mdp.TabularMDP`), which the tests
-and chapter 9 iterate to their fixed points:
+and :doc:`/book/on_off_policy` iterate to their fixed points:
 
 ==============================  =============================================================
 :func:`trace_operator`          :math:`\mathcal R Q = Q + (I - \gamma P^{c\mu})^{-1}(T^\pi Q - Q)`
@@ -40,7 +40,7 @@ successor is terminal must carry a successor value of 0 (``v_next`` / ``next_val
 last real step of a row is where the correction stops, and its successor value is the
 bootstrap. Targets are 0 on padded steps.
 
-See chapter 9 (on-policy versus off-policy).
+See :doc:`/book/on_off_policy`.
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ def retrace_targets(rewards, q_taken, v_next, log_ratios, gamma, lam=1.0, c_bar=
     >>> retrace_targets(r, q, v, lr, gamma=1.0).round(3)   # 1 + 1 * (1 + 0.5 * 1)
     array([[2.5, 1.5, 1. ]])
 
-    See chapter 9 (Retrace), eq. (eq-onoff-retrace).
+    See :doc:`/book/on_off_policy` (Retrace), eq. (eq-onoff-retrace).
     """
     g = _check_gamma(gamma)
     lam_ = _check_lam(lam)
@@ -343,7 +343,7 @@ def vtrace_targets(rewards, values, next_values, log_ratios, gamma, rho_bar=1.0,
     >>> out.vs.round(3)                     # v_0 = 1 * 1 + 1 * (0.5 * 1), v_1 = 0.5 * 1
     array([[1.5, 0.5]])
 
-    See chapter 9 (V-trace), eq. (eq-onoff-vtrace).
+    See :doc:`/book/on_off_policy` (V-trace), eq. (eq-onoff-vtrace).
     """
     g = _check_gamma(gamma)
     lam_ = _check_lam(lam)
@@ -422,7 +422,7 @@ def nstep_targets(rewards, v_next, n_step, gamma, mask=None) -> np.ndarray:
     >>> nstep_targets(r, v, n_step=2, gamma=0.5)   # 1 + 0.5*2 + 0.25*20, 2 + 0.5*3 + 0.25*30, 3 + 0.5*30
     array([[ 7., 11., 18.]])
 
-    See chapter 9 (experience replay), eq. (eq-onoff-nstep).
+    See :doc:`/book/on_off_policy` (experience replay), eq. (eq-onoff-nstep).
     """
     g = _check_gamma(gamma)
     n = _check_n_step(n_step)
@@ -531,7 +531,7 @@ def trace_operator(mdp, q, pi, mu, traces) -> np.ndarray:
     >>> bool(np.allclose(trace_operator(mdp, q_pi, pi, pi, c), q_pi))   # Q^pi is fixed
     True
 
-    See chapter 9 (Retrace), eq. (eq-onoff-retrace-operator).
+    See :doc:`/book/on_off_policy` (Retrace), eq. (eq-onoff-retrace-operator).
     """
     mdp = _check_mdp(mdp)
     S, A = mdp.n_states, mdp.n_actions
@@ -603,7 +603,7 @@ def retrace_operator(mdp, q, pi, mu, lam=1.0, c_bar=1.0) -> np.ndarray:
     >>> float(np.abs(q - q_values(mdp, pi)).max()) < 1e-10
     True
 
-    See chapter 9 (Retrace), eq. (eq-onoff-retrace-operator).
+    See :doc:`/book/on_off_policy` (Retrace), eq. (eq-onoff-retrace-operator).
     """
     mdp = _check_mdp(mdp)
     lam_ = _check_lam(lam)
@@ -648,7 +648,7 @@ def vtrace_policy(pi, mu, rho_bar=1.0) -> np.ndarray:
     >>> vtrace_policy([0.9, 0.1], [0.5, 0.5], rho_bar=1.0)   # min(0.5, 0.9), min(0.5, 0.1)
     array([0.83333333, 0.16666667])
 
-    See chapter 9 (V-trace), eq. (eq-onoff-vtrace-policy).
+    See :doc:`/book/on_off_policy` (V-trace), eq. (eq-onoff-vtrace-policy).
     """
     p = _finite_array(pi, "pi")
     m = _finite_array(mu, "mu")
@@ -712,7 +712,7 @@ def vtrace_operator(mdp, v, pi, mu, rho_bar=1.0, c_bar=1.0, lam=1.0) -> np.ndarr
     >>> bool(np.allclose(v, state_values(mdp, vtrace_policy(pi, mu, 1.0))))
     True
 
-    See chapter 9 (V-trace), eq. (eq-onoff-vtrace-operator).
+    See :doc:`/book/on_off_policy` (V-trace), eq. (eq-onoff-vtrace-operator).
     """
     mdp = _check_mdp(mdp)
     S = mdp.n_states
@@ -782,7 +782,7 @@ def nstep_fixed_point(mdp, pi, mu, n_step) -> np.ndarray:
     >>> bool(np.allclose(nstep_fixed_point(mdp, pi, mu, 1), q_values(mdp, pi)))
     True
 
-    See chapter 9 (experience replay), eq. (eq-onoff-nstep-fixed-point).
+    See :doc:`/book/on_off_policy` (experience replay), eq. (eq-onoff-nstep-fixed-point).
     """
     mdp = _check_mdp(mdp)
     S, A = mdp.n_states, mdp.n_actions
@@ -915,12 +915,14 @@ def tabular_q_evaluation(traj, pi, gamma, *, method="retrace", lam=1.0, c_bar=1.
     iteration converges. Unvisited entries keep their value in ``q0``. Targets (``method``):
 
     * ``"one_step"``: :math:`r_t + \gamma \sum_b \pi(b|s_{t+1}) Q(s_{t+1}, b)` (expected SARSA;
-      no ratios needed, converges to :math:`Q^\pi`);
-    * ``"n_step"``: :func:`nstep_targets`, uncorrected (converges to
-      :func:`nstep_fixed_point`, not :math:`Q^\pi`); only complete windows are used (the
+      no ratios needed). The limit is the certainty-equivalence estimate, the value of
+      :math:`\pi` in the MDP estimated from the batch's counts: consistent for :math:`Q^\pi` as
+      the batch grows, biased in general at any finite size;
+    * ``"n_step"``: :func:`nstep_targets`, uncorrected (consistent for
+      :func:`nstep_fixed_point`, not for :math:`Q^\pi`); only complete windows are used (the
       episode ended, or :math:`n` steps of data follow), as in an :math:`n`-step replay buffer;
-    * ``"retrace"``: :func:`retrace_targets` with ``lam`` and ``c_bar`` (converges to
-      :math:`Q^\pi`).
+    * ``"retrace"``: :func:`retrace_targets` with ``lam`` and ``c_bar`` (consistent for
+      :math:`Q^\pi`, likewise biased at a finite batch).
 
     The batch must come from :func:`companion.mdp.sample_trajectories` with one extra step:
     the last column supplies only the successor state of the step before it (its action and
@@ -969,7 +971,7 @@ def tabular_q_evaluation(traj, pi, gamma, *, method="retrace", lam=1.0, c_bar=1.
     >>> bool(np.abs(q - q_values(mdp, pi)).max() < 0.1)
     True
 
-    See chapter 9 (experience replay and Retrace).
+    See :doc:`/book/on_off_policy` (experience replay and Retrace).
     """
     if method not in ("retrace", "one_step", "n_step"):
         raise ValueError(f"method: must be 'retrace', 'one_step' or 'n_step', got {method!r}")
@@ -1024,8 +1026,8 @@ def tabular_v_evaluation(traj, n_states, gamma, *, rho_bar=1.0, c_bar=1.0, lam=1
         V_{k+1}(s) = \frac{1}{N(s)} \sum_{(i,t):\, s_{i,t} = s} v_{i,t}(V_k),
 
     with :math:`v_{i,t}` from :func:`vtrace_targets`; its limit is computed directly as in
-    :func:`tabular_q_evaluation`. The iteration converges (approximately,
-    on a finite batch) to :math:`V^{\pi_{\bar\rho}}`, the value of the truncated policy of
+    :func:`tabular_q_evaluation`. Its limit is consistent (as the batch grows) for
+    :math:`V^{\pi_{\bar\rho}}`, the value of the truncated policy of
     :func:`vtrace_policy`: equal to :math:`V^\pi` only if :math:`\bar\rho` is at least the
     largest ratio. Data layout as in :func:`tabular_q_evaluation`.
 
@@ -1063,7 +1065,7 @@ def tabular_v_evaluation(traj, n_states, gamma, *, rho_bar=1.0, c_bar=1.0, lam=1
     >>> bool(np.abs(v - v_trunc).max() < 0.1)
     True
 
-    See chapter 9 (V-trace).
+    See :doc:`/book/on_off_policy` (V-trace).
     """
     g = _check_gamma(gamma)
     rb = _check_level(rho_bar, "rho_bar")

@@ -1,21 +1,17 @@
-r"""Where the variance of importance weights comes from, and the single-ratio estimator that avoids it.
+r"""Where the variance of importance weights comes from.
 
-Chapter 4 (the variance problem) explains the growth of the trajectory weight
+:doc:`/book/variance_problem` explains the growth of the trajectory weight
 :math:`w = \rho_{0:T-1} = \prod_{t=0}^{T-1} \rho_t` through its second moment. Under the behaviour
 policy one ratio has
 
 .. math::
 
-    \mathbb{E}_\mu[\rho^2] = \sum_a \frac{\pi(a)^2}{\mu(a)} = 1 + \chi^2(\pi \Vert \mu),
+    \mathbb{E}_\mu[\rho^2] = \sum_a \frac{\pi(a)^2}{\mu(a)} = 1 + \chi^2(\pi \Vert \mu).
 
-and for independent steps the moments multiply, :math:`\mathbb{E}_\mu[w^2] = (1 + \chi^2)^T`. In an
-MDP the steps are not independent, but the moment still obeys a linear recursion over states, which
-:func:`log_weight_moment` solves exactly.
-
-Chapter 5 (per-step weights) compares the unbiased estimators of :mod:`companion.estimators` with
-the single-ratio estimator :func:`single_step_is`, which uses one ratio per step and an advantage of
-the behaviour policy. It has low variance but estimates the surrogate :math:`L_\mu(\pi)`
-(:func:`companion.policy_gradient.surrogate_objective`), not :math:`J(\pi)`.
+In an MDP the moment of the product obeys a linear recursion over states, which
+:func:`log_weight_moment` solves exactly; it lies between :math:`(1 + \min_s \chi^2_s)^T` and
+:math:`(1 + \max_s \chi^2_s)^T`, and equals :math:`(1 + \chi^2)^T` when every state has the same
+:math:`\chi^2` (independent steps, for instance).
 
 The functions:
 
@@ -23,29 +19,23 @@ The functions:
 * :func:`log_weight_moment`: exact :math:`\log \mathbb{E}_\mu[w^k]` on a tabular MDP.
 * :func:`population_ess_fraction`: the limit :math:`1/\mathbb{E}_\mu[w^2]` of the sample ESS/n,
   and the standard error of its logarithm at sample size n.
-* :func:`single_step_is`: the single-ratio estimate of :math:`L_\mu(\pi)`.
+* :func:`estimator_moments`: exact mean and variance of the per-episode term of the trajectory,
+  per-decision, doubly robust and single-step estimators on a tabular MDP.
 
-See chapter 4 (the variance problem) and chapter 5 (per-step weights).
+The single-ratio estimator of :doc:`/book/per_step_weights`, which avoids this growth, is
+:func:`companion.estimators.single_step_is`.
+
+Used in :doc:`/book/variance_problem` and :doc:`/book/per_step_weights`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._validation import (
-    LOG_FLOAT_MAX,
-    as_float_array,
-    check_finite,
-    check_gamma,
-    check_mask,
-    check_same_shape,
-    first_index,
-    where,
-)
-from .estimators import Estimate
 from .mdp import TabularMDP, _check_distribution_rows, _check_horizon, _check_policy, _finite_array
 
-__all__ = ["chi_square_divergence", "log_weight_moment", "population_ess_fraction", "single_step_is"]
+__all__ = ["chi_square_divergence", "log_weight_moment", "population_ess_fraction",
+           "estimator_moments"]
 
 
 def _check_support(pi, mu, pi_name="pi", mu_name="mu"):
@@ -91,7 +81,7 @@ def chi_square_divergence(pi, mu):
     >>> chi_square_divergence([[0.5, 0.5], [0.9, 0.1]], [[0.5, 0.5], [0.5, 0.5]]).round(4)
     array([0.  , 0.64])
 
-    See chapter 4 (the variance problem), eq. (eq-var-chi2).
+    Used in :doc:`/book/variance_problem`, eq. (eq-var-chi2).
     """
     p = _finite_array(pi, "pi")
     m = _finite_array(mu, "mu")
@@ -116,15 +106,17 @@ def log_weight_moment(mdp, pi, mu, horizon, order=2, *, per_horizon=False):
 
     .. math::
 
-        m_0 = \rho_0, \qquad
+        m_0 = d_0, \qquad
         m_{t+1}(s') = \sum_s m_t(s) \sum_a \mu(a \mid s) \Big(\frac{\pi(a \mid s)}{\mu(a \mid s)}
         \Big)^k P(s' \mid s, a) = (m_t K)(s'), \qquad
         \mathbb{E}_\mu[w^k] = \sum_s m_H(s),
 
     with :math:`K(s, s') = \sum_a \pi(a|s)^k \mu(a|s)^{1-k} P(s'|s,a)` (and :math:`K(s, s) = 1` for
-    terminal :math:`s`). For one state and :math:`k = 2`, :math:`K = 1 + \chi^2(\pi \Vert \mu)` and
-    :math:`\mathbb{E}_\mu[w^2] = (1 + \chi^2)^H`. The recursion is renormalised at every step, so
-    the result is exact in log space for any horizon.
+    terminal :math:`s`) and :math:`d_0` the initial distribution. For :math:`k = 2` the row sums of
+    :math:`K` are :math:`1 + \chi^2_s`, so :math:`(1 + \min_s \chi^2_s)^H \le \mathbb{E}_\mu[w^2]
+    \le (1 + \max_s \chi^2_s)^H` (without terminal states), with equality when every state has the
+    same :math:`\chi^2`; for one state, :math:`\mathbb{E}_\mu[w^2] = (1 + \chi^2)^H`. The recursion
+    is renormalised at every step, so the result is exact in log space for any horizon.
 
     Parameters
     ----------
@@ -159,7 +151,7 @@ def log_weight_moment(mdp, pi, mu, horizon, order=2, *, per_horizon=False):
     >>> round(float(np.exp(log_weight_moment(one_state, pi, mu, horizon=100))), 2)  # 1.04^100
     50.5
 
-    See chapter 4 (the variance problem), eq. (eq-var-second-moment).
+    Used in :doc:`/book/variance_problem`, eqs. (eq-var-moment-recursion) and (eq-var-bounds).
     """
     if not isinstance(mdp, TabularMDP):
         raise ValueError(f"mdp must be a companion.mdp.TabularMDP, got {type(mdp).__name__}")
@@ -248,7 +240,9 @@ def population_ess_fraction(mdp, pi, mu, horizon, n=None):
     >>> round(frac, 4), round(se, 3)   # 1 / 1.04^20
     (0.4564, 0.039)
 
-    See chapter 4 (the variance problem), eq. (eq-var-ess).
+    The delta method approximates the spread of a smooth function of sample means by a
+    first-order Taylor expansion around the population means. Used in
+    :doc:`/book/variance_problem`, eq. (eq-var-ess).
     """
     log_m2 = log_weight_moment(mdp, pi, mu, horizon, order=2)
     fraction = float(np.exp(-log_m2))
@@ -266,88 +260,125 @@ def population_ess_fraction(mdp, pi, mu, horizon, n=None):
     return fraction, float(np.sqrt(max(var, 0.0)))
 
 
-def single_step_is(rewards, log_ratios, advantages, gamma=1.0, mask=None) -> Estimate:
-    r"""Single-ratio (surrogate) estimate: the behaviour's return plus ratio-corrected advantages.
+# The estimators that estimator_moments knows (per-episode terms as in companion.estimators).
+_KINDS = ("trajectory", "per-decision", "doubly-robust", "single-step")
+
+
+def estimator_moments(mdp, pi, mu, horizon, estimator, *, q_hat=None, advantages=None):
+    r"""Exact mean and variance of one episode's term of an off-policy estimator on a tabular MDP.
+
+    Every estimator of :doc:`/book/per_step_weights` averages one term per episode drawn with the
+    behaviour :math:`\mu`; its mean squared error from ``n`` episodes is
+    :math:`(\text{mean} - J(\pi))^2 + \text{variance} / n`. Each term is the value :math:`X_0` of a
+    backward recursion over the steps of the episode (:math:`X_H = 0`, :math:`W_H = 1`,
+    :math:`\rho = \pi(a_t|s_t)/\mu(a_t|s_t)`, :math:`r = r(s_t, a_t, s_{t+1})`):
 
     .. math::
 
-        \hat L = \frac1n \sum_{i=1}^n \Big( \sum_t \gamma^t r_{i,t}
-                 + \sum_t \gamma^t (\rho_{i,t} - 1)\, A_{i,t} \Big), \qquad
-        \rho_{i,t} = \frac{\pi(a_{i,t} \mid s_{i,t})}{\mu(a_{i,t} \mid s_{i,t})} .
+        \text{trajectory:}\quad & X_t = \rho\,(r\, W_{t+1} + \gamma X_{t+1}), \quad
+            W_t = \rho\, W_{t+1} \quad (X_0 = \rho_{0:H-1} \textstyle\sum_t \gamma^t r_t), \\
+        \text{per-decision:}\quad & X_t = \rho\,(r + \gamma X_{t+1}), \\
+        \text{doubly robust:}\quad & X_t = \hat V_t(s_t) + \rho\,\big(r - \hat Q_t(s_t, a_t)
+            + \gamma X_{t+1}\big), \quad \hat V_t(s) = \textstyle\sum_a \pi(a|s) \hat Q_t(s, a), \\
+        \text{single-step:}\quad & X_t = r + (\rho - 1)\, \hat A_t(s_t, a_t) + \gamma X_{t+1} .
 
-    The part that depends on :math:`\pi` is :math:`\sum_t \gamma^t \rho_t A_t`, the per-step
-    surrogate of CPI, TRPO and PPO. With :math:`A_{i,t} = A^\mu_t(s_{i,t}, a_{i,t})` (or any
-    estimate whose conditional mean given :math:`s_t, a_t` is that) and episodes from :math:`\mu`,
-    :math:`\mathbb{E}_\mu[A^\mu_t(s_t, a_t)] = 0`, so the expectation is the surrogate
-
-    .. math::
-
-        L_\mu(\pi) = J(\mu) + \sum_t \gamma^t\, \mathbb{E}_{s \sim d^\mu_t}
-        \sum_a \pi(a \mid s) A^\mu_t(s, a),
-
-    not :math:`J(\pi)`: each step is reweighted by its own ratio only, so states are still visited
-    as under :math:`\mu`. The difference :math:`J(\pi) - L_\mu(\pi)` is of second order in the
-    distance between the policies. The ``- 1`` is a control variate: it changes no expectation,
-    and at :math:`\pi = \mu` it makes the estimate the plain on-policy Monte Carlo return.
+    Each is affine in the future, :math:`X_t = f + c\, X_{t+1} + h\, W_{t+1}`, with
+    :math:`(W_{t+1}, X_{t+1})` independent of :math:`(s_t, a_t)` given :math:`s_{t+1}` (the
+    Markov property). So the conditional moments :math:`m_1 = \mathbb{E}_\mu[X_t \mid s_t]`,
+    :math:`m_2 = \mathbb{E}_\mu[X_t^2 \mid s_t]`, :math:`\mathbb{E}_\mu[W_t^2 \mid s_t]` and
+    :math:`\mathbb{E}_\mu[W_t X_t \mid s_t]` follow from those at :math:`t + 1` by one average over
+    :math:`a_t \sim \mu(\cdot|s_t)`, :math:`s_{t+1} \sim P(\cdot|s_t, a_t)` (with
+    :math:`\mathbb{E}_\mu[W_{t+1} \mid s_{t+1}] = 1`). The mean and variance of :math:`X_0` are
+    exact, without sampling; an episode that enters a terminal state stops there.
 
     Parameters
     ----------
-    rewards : array_like, shape (n_trajectories, horizon)
-        Rewards of episodes drawn with the behaviour policy.
-    log_ratios : array_like, shape (n_trajectories, horizon)
-        :math:`\log \rho_{i,t}`; ``-inf`` allowed (ratio 0).
-    advantages : array_like, shape (n_trajectories, horizon)
-        Advantages of the behaviour policy at the visited state-action pairs.
-    gamma : float in [0, 1], default 1.0
-    mask : array_like of bool, same shape, optional
-        ``True`` on real steps (padding, a suffix, contributes nothing).
+    mdp : TabularMDP
+    pi, mu : array_like, shape (S, A)
+        Target and behaviour policies.
+    horizon : int
+        Number of decisions ``H`` (>= 1).
+    estimator : {"trajectory", "per-decision", "doubly-robust", "single-step"}
+        The per-episode term: that of :func:`companion.estimators.trajectory_is`,
+        :func:`companion.estimators.per_decision_is`, :func:`companion.estimators.doubly_robust`
+        (with ``v_hat`` the consistent :math:`\sum_a \pi(a|s) \hat Q_t(s, a)`) or
+        :func:`single_step_is`, all with ``gamma = mdp.gamma``.
+    q_hat : array_like, shape (H, S, A)
+        The model :math:`\hat Q_t(s, a)` of the doubly robust estimator (required for it only).
+    advantages : array_like, shape (H, S, A)
+        The advantages :math:`\hat A_t(s, a)` of the single-step estimator (required for it
+        only; :math:`A^\mu_t` makes the mean the surrogate :math:`L_\mu(\pi)`).
 
     Returns
     -------
-    Estimate
-        ``terms`` are the per-trajectory sums; ``stderr`` their sample sd over :math:`\sqrt n`.
+    mean, variance : float
+        :math:`\mathbb{E}_\mu[X_0]` and :math:`\operatorname{Var}_\mu(X_0)` over episodes from
+        :math:`\mu`. The mean is :math:`J(\pi)` for the first three (unbiased) estimators.
 
     Raises
     ------
     ValueError
-        On a shape mismatch, an empty batch, NaN/inf in ``rewards`` or ``advantages`` or NaN/+inf
-        in ``log_ratios`` at a real step (names trajectory and step), a bad ``mask``, ``gamma``
-        outside [0, 1], or a ratio that overflows float64.
+        If ``mdp`` is not a :class:`~companion.mdp.TabularMDP`, a policy is invalid for it,
+        ``horizon`` is not a positive integer, ``estimator`` is not one of the four names, the
+        table that estimator needs is missing, has the wrong shape or holds NaN/inf, or ``mu`` is 0
+        where ``pi`` is positive at a non-terminal state (names the state and action).
 
     Examples
     --------
     >>> import numpy as np
-    >>> rewards = np.array([[1.0, 0.0], [0.0, 1.0]])
-    >>> lr = np.log([[2.0, 1.0], [0.5, 1.0]])
-    >>> adv = np.array([[0.5, 0.0], [-0.5, 0.0]])
-    >>> e = single_step_is(rewards, lr, adv)   # terms 1 + (2 - 1) 0.5 and 1 + (0.5 - 1)(-0.5)
-    >>> e.terms.tolist(), e.estimate
-    ([1.5, 1.25], 1.375)
+    >>> from companion.mdp import TabularMDP
+    >>> bandit = TabularMDP(np.ones((1, 2, 1)), [[1.0, 0.0]], gamma=1.0, initial=[1.0])
+    >>> pi, mu = np.array([[0.6, 0.4]]), np.array([[0.5, 0.5]])
+    >>> mean, var = estimator_moments(bandit, pi, mu, 1, "per-decision")
+    >>> round(mean, 6), round(var, 6)     # term 1.2 or 0 with probability 1/2 each
+    (0.6, 0.36)
 
-    See chapter 5 (per-step weights), eq. (eq-perstep-single-step).
+    See :doc:`/book/per_step_weights` (exact variances of the four estimators).
     """
-    r = as_float_array(rewards, "rewards", ndim=2)
-    lr = as_float_array(log_ratios, "log_ratios", ndim=2)
-    adv = as_float_array(advantages, "advantages", ndim=2)
-    check_same_shape(r, "rewards", lr, "log_ratios")
-    check_same_shape(r, "rewards", adv, "advantages")
-    g = check_gamma(gamma)
-    if mask is not None:
-        m = check_mask(mask, r.shape)
-        r, lr, adv = (np.where(m, x, 0.0) for x in (r, lr, adv))
-    check_finite(r, "rewards")
-    check_finite(adv, "advantages")
-    check_finite(lr, "log_ratios", allow_neg_inf=True)
-    if lr.max() > LOG_FLOAT_MAX:
-        idx = first_index(lr > LOG_FLOAT_MAX)
-        raise ValueError(f"log_ratios: ratio exp({lr[idx]:.6g}) overflows float64 at "
-                         f"{where(idx, 2)}")
-    disc = g ** np.arange(r.shape[1], dtype=float)
-    terms = (r + np.expm1(lr) * adv) @ disc
-    if not np.all(np.isfinite(terms)):
-        i = int(np.flatnonzero(~np.isfinite(terms))[0])
-        raise ValueError(f"log_ratios: the ratio-weighted advantages of trajectory {i} overflow "
-                         "float64")
-    n = r.shape[0]
-    se = float(terms.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    return Estimate(float(terms.mean()), se, n, terms, "single_step_is")
+    if not isinstance(mdp, TabularMDP):
+        raise ValueError(f"mdp must be a companion.mdp.TabularMDP, got {type(mdp).__name__}")
+    p = _check_policy(pi, mdp, "pi")
+    m = _check_policy(mu, mdp, "mu")
+    H = _check_horizon(horizon)
+    if H is None:
+        raise ValueError("horizon must be a positive integer, got None")
+    if estimator not in _KINDS:
+        raise ValueError(f"estimator must be one of {_KINDS}, got {estimator!r}")
+    needed = {"doubly-robust": ("q_hat", q_hat), "single-step": ("advantages", advantages)}
+    table = None
+    if estimator in needed:
+        name, value = needed[estimator]
+        if value is None:
+            raise ValueError(f"{name}: the {estimator} estimator needs a table of shape (H, S, A)")
+        table = _finite_array(value, name, ndim=3)
+        if table.shape != (H, mdp.n_states, mdp.n_actions):
+            raise ValueError(f"{name}: expected shape (H, S, A) = "
+                             f"{(H, mdp.n_states, mdp.n_actions)}, got {table.shape}")
+    live = ~mdp.terminal
+    _check_support(p[live], m[live])
+    rho = np.where(m > 0, p / np.where(m > 0, m, 1.0), 0.0)[:, :, None]      # (S, A, 1)
+    R = mdp.R if mdp.R.ndim == 3 else np.broadcast_to(mdp.R[:, :, None], mdp.P.shape)
+    step = m[:, :, None] * mdp.P                         # Pr(a_t, s_{t+1} | s_t), (S, A, S)
+    g = mdp.gamma
+    m1, m2 = np.zeros(mdp.n_states), np.zeros(mdp.n_states)   # E[X_t | s], E[X_t^2 | s]
+    w2, wx = np.ones(mdp.n_states), np.zeros(mdp.n_states)    # E[W_t^2 | s], E[W_t X_t | s]
+    for t in range(H - 1, -1, -1):
+        f, c, h = 0.0, g * rho, 0.0                      # X_t = f + c X_{t+1} + h W_{t+1}
+        if estimator == "trajectory":
+            h = rho * R
+        elif estimator == "per-decision":
+            f = rho * R
+        elif estimator == "doubly-robust":
+            v = np.sum(p * table[t], axis=1)
+            f = v[:, None, None] + rho * (R - table[t][:, :, None])
+        else:
+            f, c = R + (rho - 1) * table[t][:, :, None], g
+        new_m1 = np.sum(step * (f + c * m1 + h), axis=(1, 2))
+        new_m2 = np.sum(step * (f**2 + c**2 * m2 + h**2 * w2 + 2 * f * c * m1 + 2 * f * h
+                                + 2 * c * h * wx), axis=(1, 2))
+        new_wx = np.sum(step * rho * (f + c * wx + h * w2), axis=(1, 2))
+        new_w2 = np.sum(step * rho**2 * w2, axis=(1, 2))
+        m1, m2, wx, w2 = (np.where(mdp.terminal, end, x) for x, end in
+                          [(new_m1, 0.0), (new_m2, 0.0), (new_wx, 0.0), (new_w2, 1.0)])
+    mean = float(mdp.initial @ m1)
+    return mean, float(max(mdp.initial @ m2 - mean**2, 0.0))

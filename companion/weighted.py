@@ -1,6 +1,6 @@
 r"""Weighted importance sampling: running estimates, exact finite-n moments, infinite variance.
 
-Three kinds of tools for chapter 8 (weighted importance sampling):
+Tools for :doc:`/book/weighted_is`:
 
 * :func:`running_estimates` turns a sequence of episodes (weights :math:`w_i` and returns
   :math:`G_i`) into the ordinary and weighted estimates after every episode, the quantities that
@@ -18,7 +18,7 @@ Like Sutton & Barto's incremental algorithm (section 5.6), which starts from :ma
 changes it only when a weight is positive, we report 0 there. The estimators of
 :mod:`companion.estimators` raise instead; here a value is needed at every episode count.
 
-See chapter 8 (weighted importance sampling).
+See :doc:`/book/weighted_is`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from ._validation import (
     first_index,
     where,
 )
+from .weights import per_decision_log_weights
 
 __all__ = [
     "RunningEstimates",
@@ -132,7 +133,7 @@ def running_estimates(w, G, *, log: bool = False) -> RunningEstimates:
     >>> running_estimates([0.0, 4.0, 1.0], [5.0, 1.0, 6.0]).weighted.round(3).tolist()
     [0.0, 1.0, 2.0]
 
-    See chapter 8 (weighted importance sampling), Figures 5.3 and 5.4 of Sutton & Barto.
+    See :doc:`/book/weighted_is`, Figures 5.3 and 5.4 of Sutton & Barto.
     """
     g = as_float_array(G, "G")
     if g.ndim == 0:
@@ -275,7 +276,7 @@ def weighted_is_exact(f, p, q, n) -> ExactMoments:
     >>> round(m.mean, 6), round(m.bias, 6)  # one draw: the estimate is f(x_1), mean E_q[f]
     (0.2, -0.3)
 
-    See chapter 8 (weighted importance sampling), eq. (eq-wis-bias).
+    See :doc:`/book/weighted_is`, eq. (eq-wis-bias).
     """
     fv, pv, qv = _check_finite_problem(f, p, q)
     if isinstance(n, bool) or int(n) != n or n < 1:
@@ -333,7 +334,7 @@ def weighted_is_bias_limit(f, p, q) -> float:
     >>> round(weighted_is_bias_limit([0.0, 1.0], [0.5, 0.5], [0.8, 0.2]), 6)
     -0.46875
 
-    See chapter 8 (weighted importance sampling), eq. (eq-wis-bias).
+    See :doc:`/book/weighted_is`, eq. (eq-wis-bias).
     """
     fv, pv, qv = _check_finite_problem(f, p, q)
     keep = qv > 0
@@ -393,7 +394,7 @@ def one_state_episodes(n, rng):
     >>> bool(np.all((w == 0) | (w == 2.0 ** length))), bool(np.all(G == (w > 0)))
     (True, True)
 
-    See chapter 8 (infinite variance).
+    See :doc:`/book/weighted_is` (infinite variance).
     """
     n = _check_count(n, "n")
     rng = np.random.default_rng(rng)
@@ -468,7 +469,7 @@ def one_state_running(n_runs, n_episodes, checkpoints, rng) -> OneStateRuns:
     >>> runs.ordinary.shape, bool(np.all(runs.weighted[:, -1] == 1.0))
     ((3, 3), True)
 
-    See chapter 8 (infinite variance).
+    See :doc:`/book/weighted_is` (infinite variance).
     """
     n_runs = _check_count(n_runs, "n_runs")
     n_episodes = _check_count(n_episodes, "n_episodes")
@@ -535,7 +536,7 @@ def one_state_second_moment(max_left_stays):
     >>> one_state_second_moment([0, 1, 2]).round(4).tolist()  # 0.2, 0.2 + 0.36, + 0.648
     [0.2, 0.56, 1.208]
 
-    See chapter 8 (infinite variance), eq. (eq-wis-second-moment).
+    See :doc:`/book/weighted_is` (infinite variance), eq. (eq-wis-second-moment).
     """
     k = np.asarray(max_left_stays)
     if not np.issubdtype(k.dtype, np.integer) or (k < 0).any():
@@ -580,8 +581,9 @@ def running_per_decision(rewards, log_ratios, checkpoints, gamma=1.0, mask=None)
     Raises
     ------
     ValueError
-        On shape mismatch, NaN/inf rewards, NaN/+inf log ratios, a bad ``gamma`` or
-        checkpoint, or if a prefix weight overflows float64.
+        On shape mismatch, NaN/inf rewards, NaN/+inf log ratios, a bad ``gamma``, checkpoint
+        or ``mask`` (not boolean, wrong shape, or padding not a suffix of each row), or if a
+        prefix weight overflows float64.
 
     Examples
     --------
@@ -596,14 +598,10 @@ def running_per_decision(rewards, log_ratios, checkpoints, gamma=1.0, mask=None)
     r = as_float_array(rewards, "rewards", ndim=2)
     lr = as_float_array(log_ratios, "log_ratios", ndim=2)
     check_same_shape(r, "rewards", lr, "log_ratios")
+    log_w = per_decision_log_weights(lr, mask)  # log rho_{i,0:t}; checks mask and log_ratios
     if mask is not None:
-        m = np.asarray(mask)
-        if m.dtype != np.bool_ or m.shape != r.shape:
-            raise ValueError(f"mask: expected a boolean array of shape {r.shape}, got {m.dtype} {m.shape}")
-        r = np.where(m, r, 0.0)
-        lr = np.where(m, lr, 0.0)
+        r = np.where(mask, r, 0.0)
     check_finite(r, "rewards")
-    check_finite(lr, "log_ratios", allow_neg_inf=True)
     g = float(gamma)
     if not 0.0 <= g <= 1.0:
         raise ValueError(f"gamma: discount must be in [0, 1], got {gamma!r}")
@@ -614,7 +612,7 @@ def running_per_decision(rewards, log_ratios, checkpoints, gamma=1.0, mask=None)
     if cps.min() < 1 or cps.max() > n:
         raise ValueError(f"checkpoints: must lie in [1, n={n}], got {cps.min()}..{cps.max()}")
     with np.errstate(over="ignore"):
-        prefix = np.exp(np.cumsum(lr, axis=1))  # rho_{i,0:t}; padding keeps the last value
+        prefix = np.exp(log_w)  # rho_{i,0:t}; padding keeps the last value
     if not np.all(np.isfinite(prefix)):
         raise ValueError("log_ratios: a prefix weight overflows float64")
     disc = g ** np.arange(horizon)

@@ -11,7 +11,11 @@ Notation (book/notation.md): :math:`\pi` target policy, :math:`\mu` behaviour po
 :math:`w = \rho_{0:T-1}` the trajectory weight of a trajectory with :math:`T` steps
 (:math:`T` factors, one per action taken).
 
-See chapters 1, 3, 5 and 8.
+The estimators of :mod:`companion.estimators` are built on these log weights.
+
+Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+:doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
+``estimators`` assignment.
 """
 
 from __future__ import annotations
@@ -34,8 +38,6 @@ __all__ = [
     "log_ratios",
     "trajectory_log_weights",
     "per_decision_log_weights",
-    "clip_weights",
-    "truncate_weights",
     "self_normalise",
 ]
 
@@ -88,7 +90,8 @@ def log_ratios(logp_target, logp_behavior, mask=None) -> np.ndarray:
     >>> np.exp(lr).round(3).tolist()
     [[2.0, 2.0]]
 
-    See chapter 1 (the importance sampling identity) and chapter 3 (trajectory weights).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem` and
+    :doc:`/book/per_step_weights`.
     """
     lp_pi = as_float_array(logp_target, "logp_target")
     lp_mu = as_float_array(logp_behavior, "logp_behavior")
@@ -149,7 +152,10 @@ def trajectory_log_weights(log_ratios, mask=None) -> np.ndarray:
     >>> np.exp(trajectory_log_weights(lr, mask)).round(3).tolist()
     [3.0, 8.0]
 
-    See chapter 3 (trajectory weights) and chapter 5 (off-policy evaluation).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the ``estimators`` assignment;
+    :func:`companion.estimators.trajectory_is` and
+    :func:`companion.estimators.weighted_trajectory_is` are built on it.
     """
     lr = as_float_array(log_ratios, "log_ratios", ndim=2)
     lr = _masked(lr, mask)
@@ -190,7 +196,10 @@ def per_decision_log_weights(log_ratios, mask=None) -> np.ndarray:
     >>> np.exp(per_decision_log_weights(lr)).round(3).tolist()
     [[2.0, 1.0, 3.0]]
 
-    See chapter 5 (per-decision importance sampling) and chapter 8 (multi-step returns).
+    Used in :doc:`/book/variance_problem`; :func:`companion.estimators.per_decision_is`,
+    :func:`companion.estimators.weighted_per_decision_is`,
+    :func:`companion.estimators.doubly_robust` and
+    :func:`companion.weighted.running_per_decision` are built on it.
     """
     lr = as_float_array(log_ratios, "log_ratios", ndim=2)
     lr = _masked(lr, mask)
@@ -199,108 +208,6 @@ def per_decision_log_weights(log_ratios, mask=None) -> np.ndarray:
     if not np.all(np.isfinite(last) | (last == -np.inf)):
         check_finite(lr, "log_ratios", allow_neg_inf=True)
     return prefix
-
-
-def _check_bound(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: must be a number, got {value!r}") from None
-    if np.isnan(v) or v < 0:
-        raise ValueError(f"{name}: must be a number >= 0, got {value!r}")
-    return v
-
-
-def clip_weights(w, low=0.0, high=np.inf, *, log: bool = False) -> np.ndarray:
-    r"""Clip importance weights into :math:`[\text{low}, \text{high}]`.
-
-    .. math::
-
-        \tilde w_i = \min(\max(w_i, \text{low}), \text{high}).
-
-    Clipping trades variance for bias: the clipped estimator no longer has expectation equal to
-    the target quantity.
-
-    Parameters
-    ----------
-    w : array_like, shape (n,) or (n_trajectories, horizon)
-        Weights :math:`w_i \ge 0`, or log weights if ``log=True``.
-    low, high : float
-        Bounds on the weight scale (not log scale), ``0 <= low <= high``.
-    log : bool, default False
-        If True, ``w`` holds log weights and the result is returned as log weights.
-
-    Returns
-    -------
-    ndarray, same shape as ``w``
-        Clipped weights (or log weights).
-
-    Raises
-    ------
-    ValueError
-        If ``w`` is empty, holds NaN/inf (``-inf`` is allowed for log weights) or negative
-        weights, or the bounds are negative, NaN, or ``low > high``.
-
-    Examples
-    --------
-    >>> clip_weights([0.1, 1.0, 50.0], low=0.5, high=10.0).tolist()
-    [0.5, 1.0, 10.0]
-
-    See chapter 8 (clipped and truncated ratios).
-    """
-    lo = _check_bound(low, "low")
-    hi = _check_bound(high, "high")
-    if lo > hi:
-        raise ValueError(f"low: must be <= high, got low={low!r} > high={high!r}")
-    arr = as_float_array(w, "w")
-    if log:
-        check_finite(arr, "w", allow_neg_inf=True)
-        with np.errstate(divide="ignore"):
-            return np.clip(arr, np.log(lo), np.log(hi))
-    check_finite(arr, "w")
-    if (arr < 0).any():
-        idx = first_index(arr < 0)
-        raise ValueError(f"w: weights must be >= 0, got {arr[idx]!r} at {where(idx, arr.ndim)}")
-    return np.clip(arr, lo, hi)
-
-
-def truncate_weights(w, c, *, log: bool = False) -> np.ndarray:
-    r"""Truncate importance weights from above at :math:`c`.
-
-    .. math::
-
-        \tilde w_i = \min(w_i, c).
-
-    This is the truncation used by Retrace (:math:`c = 1`, :math:`\lambda` aside) and V-trace
-    (:math:`\bar\rho`, :math:`\bar c`).
-
-    Parameters
-    ----------
-    w : array_like, shape (n,) or (n_trajectories, horizon)
-        Weights, or log weights if ``log=True``.
-    c : float
-        Truncation level on the weight scale, ``c >= 0``.
-    log : bool, default False
-        If True, ``w`` holds log weights and the result is log weights :math:`\min(\log w, \log c)`.
-
-    Returns
-    -------
-    ndarray, same shape as ``w``
-
-    Raises
-    ------
-    ValueError
-        As for :func:`clip_weights`; ``c`` must be a number >= 0.
-
-    Examples
-    --------
-    >>> truncate_weights([0.5, 1.0, 3.0], c=1.0).tolist()
-    [0.5, 1.0, 1.0]
-
-    See chapter 8 (truncated ratios in Retrace and V-trace).
-    """
-    _check_bound(c, "c")
-    return clip_weights(w, 0.0, c, log=log)
 
 
 def self_normalise(log_w) -> np.ndarray:
@@ -331,7 +238,7 @@ def self_normalise(log_w) -> np.ndarray:
     >>> self_normalise([1000.0, 1000.0 + np.log(3.0)]).round(3).tolist()
     [0.25, 0.75]
 
-    See chapter 3 (weighted importance sampling).
+    Used in :doc:`/book/weighted_is`.
     """
     lw = check_weights(log_w, "log_w", log=True)
     return np.exp(lw - logsumexp(lw))

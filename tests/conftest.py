@@ -1,4 +1,5 @@
-"""Shared fixtures: the built site served on localhost, and a headless Chromium."""
+"""Shared fixtures: the built site served on localhost, a headless Chromium, and a tabular
+setting for the single-ratio estimator."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,3 +80,20 @@ def browser():
         browser = p.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def surrogate_setting():
+    """A random MDP, two policies, 40,000 behaviour episodes of 10 steps, and the behaviour's
+    exact advantages at the visited steps (for the single-ratio estimator's tests)."""
+    from companion.mdp import policy_quantities, random_mdp, sample_trajectories, softmax_policy
+
+    mdp = random_mdp(4, 3, rng=22, gamma=0.9, alpha=0.1)
+    rng = np.random.default_rng(8)
+    mu = softmax_policy(rng.normal(scale=0.5, size=(4, 3)))
+    pi = softmax_policy(rng.normal(scale=1.0, size=(4, 3)))
+    H, n = 10, 40_000
+    traj = sample_trajectories(mdp, mu, n, H, rng=9, target=pi)
+    A_mu = policy_quantities(mdp, mu, horizon=H).A           # (H, S, A)
+    adv = A_mu[np.arange(H), traj.states, traj.actions]
+    return mdp, pi, mu, H, traj, adv

@@ -1,5 +1,8 @@
 """Tests for companion.blackjack: exact DP values, the gymnasium-driven episodes and the simulator."""
 
+from fractions import Fraction
+from functools import lru_cache
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -33,11 +36,75 @@ def sim_behaviour():
     return simulate_episodes(400_000, PI, MU, rng=7)
 
 
+# ------------------------------------------------------------------ an independent exact oracle
+# Example 5.4 played out in exact rational arithmetic, written from the rules alone (it shares no
+# code with companion.blackjack): infinite deck, an ace counts 11 while that does not bust the
+# hand, the dealer draws to 17 or more (standing on a soft 17), a bust loses at once.
+_CARD = {c: Fraction(1, 13) for c in range(1, 10)} | {10: Fraction(4, 13)}
+
+
+def _soft(raw, ace):
+    return raw + 10 if ace and raw + 10 <= 21 else raw
+
+
+@lru_cache(maxsize=None)
+def _dealer_law(raw, ace):
+    """Law of the dealer's final score (0 for a bust) from a hand of raw sum ``raw``."""
+    if raw > 21:
+        return {0: Fraction(1)}
+    if _soft(raw, ace) >= 17:
+        return {_soft(raw, ace): Fraction(1)}
+    law = {}
+    for c, p in _CARD.items():
+        for k, q in _dealer_law(raw + c, ace or c == 1).items():
+            law[k] = law.get(k, Fraction(0)) + p * q
+    return law
+
+
+def _dealer_showing(card):
+    law = {}
+    for hidden, p in _CARD.items():
+        for k, q in _dealer_law(card + hidden, card == 1 or hidden == 1).items():
+            law[k] = law.get(k, Fraction(0)) + p * q
+    return law
+
+
+@lru_cache(maxsize=None)
+def _return_law(raw, ace, showing, factor):
+    """Sum, over the episodes of the target (hit below 20) from the player's hand, of
+    Pr(episode) * factor**(number of decisions), by return g in {-1, 0, 1}. With factor 1 this
+    is the law of G under the target; with factor pi^2/mu = 2 per decision (the behaviour hits
+    with probability 1/2) the g**2-weighted sum is E_mu[w^2 G^2]."""
+    law = dict.fromkeys((-1, 0, 1), Fraction(0))
+    player = _soft(raw, ace)
+    if player >= 20:                                   # the target sticks
+        for dealer, q in _dealer_showing(showing).items():
+            g = 1 if dealer == 0 or player > dealer else (0 if player == dealer else -1)
+            law[g] += factor * q
+        return law
+    for c, p in _CARD.items():                         # the target hits
+        if raw + c > 21:
+            law[-1] += factor * p
+        else:
+            for g, q in _return_law(raw + c, ace or c == 1, showing, factor).items():
+                law[g] += factor * p * q
+    return law
+
+
+def _example_5_4_law(factor):
+    s, d, usable = EXAMPLE_5_4_STATE          # a usable ace: raw sum s - 10
+    assert usable
+    return _return_law(s - 10, True, d, Fraction(factor))
+
+
 # ------------------------------------------------------------------ exact values
-def test_exact_value_matches_sutton_barto():
+def test_exact_value_matches_rational_oracle_and_sutton_barto():
+    law = _example_5_4_law(1)
+    assert sum(law.values()) == 1                      # the oracle is a distribution
+    v_exact = sum(g * q for g, q in law.items())
     v = exact_value(PI)
-    assert abs(v - EXAMPLE_5_4_VALUE) < 1e-4
-    assert v == pytest.approx(-0.2772042, abs=5e-8)
+    assert v == pytest.approx(float(v_exact), rel=1e-12, abs=0)
+    assert abs(v - EXAMPLE_5_4_VALUE) < 1e-4     # S&B's mean of 1e8 episodes (s.e. about 1e-4)
     # the state is not a natural, so Sutton & Barto's natural rule changes nothing
     assert exact_value(PI, sab=True) == pytest.approx(v, abs=1e-15)
 
@@ -96,15 +163,19 @@ def test_second_moment_and_ordinary_is_against_simulation(sim_behaviour):
     ep = sim_behaviour
     x = np.exp(ep.log_weights) * ep.returns
     v, m = exact_value(PI), exact_second_moment(PI, MU)
-    assert m == pytest.approx(10.2330548, abs=5e-7)
+    m_exact = sum(g * g * q for g, q in _example_5_4_law(2).items())
+    assert m == pytest.approx(float(m_exact), rel=1e-12, abs=0)
     var = ordinary_is_variance(PI, MU)
     assert var == pytest.approx(m - v**2)
     # ordinary IS is unbiased, with the exact standard error sqrt(var / n)
     assert abs(x.mean() - v) < 4 * np.sqrt(var / x.size)
     assert abs((x**2).mean() - m) < 4 * (x**2).std(ddof=1) / np.sqrt(x.size)
-    # on-policy, the second moment is E[G^2] = Pr(not a draw)
-    p_draw = exact_second_moment(PI, PI)
+    # on-policy every weight is 1, so the second moment is E[G^2] = Pr(not a draw), G in {-1, 0, 1}
+    p_draw = _example_5_4_law(1)[0]
     assert 0 < p_draw < 1
+    assert exact_second_moment(PI, PI) == pytest.approx(1 - float(p_draw), rel=1e-12, abs=0)
+    draws = simulate_episodes(100_000, PI, PI, rng=8).returns == 0
+    assert abs(draws.mean() - float(p_draw)) < 4 * np.sqrt(float(p_draw * (1 - p_draw)) / draws.size)
 
 
 def test_episodes_feed_companion_estimators(sim_behaviour):

@@ -133,6 +133,73 @@ def test_checks_catch_an_untagged_check_of_a_solution(broken_book):
     assert [p.split("cell ")[1].split()[0] for p in leaks] == ["3", "5", "6"]
 
 
+#: The word the reader must not meet, spelt in two pieces so that this file passes the check.
+WORD = "out" + "line"
+
+
+def test_checks_catch_a_mention_of_the_document_the_reader_lacks(tmp_path):
+    (tmp_path / "book").mkdir()
+    (tmp_path / "companion").mkdir()
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "book" / "chapter.md").write_text(f"# A chapter\n\nAs the {WORD.title()} says.\n")
+    (tmp_path / "companion" / "mod.py").write_text(f"def f():\n    \"\"\"The {WORD}'s form.\"\"\"\n")
+    (tmp_path / "companion" / "clean.py").write_text("x = 1\n")
+    (tmp_path / "scripts" / "tool.py").write_text(f"# {WORD}: scripts are not read by the reader\n")
+    problems = book_checks.unknown_source_problems(tmp_path)
+    # the word is found whatever its case, and only under the folders that the reader sees
+    assert [p.split(": ")[0] for p in problems] == ["book/chapter.md:3", "companion/mod.py:2"]
+
+
+def test_checks_catch_asserts_that_compare_literals_only(broken_book):
+    code = "\n".join([
+        "import math",
+        "import numpy as np",
+        "N = 10",
+        "rng = np.random.default_rng(0)",
+        "x = rng.normal(size=N)",
+        "xs = []",
+        "xs.append(x.sum())",
+        "v = np.zeros(2)",
+        "v[0] = x[0]",
+        "assert N == 10",                                   # a constant against a literal
+        "assert 0.8 ** 101 < 0.8 ** 100",                   # arithmetic
+        "assert round(math.exp(6)) == 403",                 # arithmetic through pure calls
+        "assert abs(x.mean()) < 4 / N ** 0.5 and N > 5",    # the second claim is arithmetic
+        "assert x.std() > 0 > -1",                          # so is one link of the chain
+        "assert x.mean() < 1",                              # depends on the data: fine
+        "assert len(xs) == 1 and v[0] == x[0]",             # xs and v were changed: fine
+    ])
+    _only_chapter(broken_book, "literal", [nbformat.v4.new_code_cell(code)])
+    problems = book_checks.literal_assert_problems(broken_book)
+    claims = [p.split("`")[1] for p in problems]
+    assert claims == ["assert N == 10", "assert 0.8 ** 101 < 0.8 ** 100",
+                      "assert round(math.exp(6)) == 403", "assert N > 5", "assert 0 > -1"], problems
+    assert book_checks.literal_assert_problems(broken_book, chapters=["other"]) == []
+
+
+def test_checks_catch_glued_names_the_text_never_shows(broken_book):
+    code = "\n".join([
+        'glue("demo_a", 1.0)',
+        'for name, value in [("b", 2), ("c", 3)]:',
+        '    glue(f"demo_{name}", value)',
+        "def record(name, value):",
+        '    glue(f"demo_{name}", value)',
+        'record("d", 4)',
+        "for k in sorted({'x': 1}):",
+        '    glue(f"demo_dyn_{k}", 1)',               # a key read at run time: a pattern
+    ])
+    figure = nbformat.v4.new_code_cell("pass", metadata={"mystnb": {"figure": {
+        "caption": "Shows {glue:text}`demo_d:.1f`.", "name": "fig-demo-x"}}})
+    text = ("A is {glue:text}`demo_a:.2f`, B is {glue:}`demo_b`, one of the others is "
+            "{glue:text}`demo_dyn_x`, and {glue:text}`demo_zzz:.0f` comes from nowhere.")
+    _only_chapter(broken_book, "glued", [nbformat.v4.new_code_cell(code), figure,
+                                          nbformat.v4.new_markdown_cell(text)])
+    assert book_checks.glue_problems(broken_book) == [
+        "glued.ipynb: glues 'demo_c' but the text never shows it",
+        "glued.ipynb: the text shows 'demo_zzz', which nothing glues",
+    ]
+
+
 def test_config_keeps_failures_visible():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert config["execute"]["allow_errors"] is False

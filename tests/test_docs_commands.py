@@ -75,7 +75,9 @@ def test_every_make_target_the_docs_name_exists(doc):
     for cmd in commands((ROOT / doc).read_text()):
         if cmd.startswith("make "):
             for target in cmd.split()[1:]:
-                if "=" not in target and not target.startswith("-"):
+                if "=" in target:  # variables follow the targets (`make assignments SEED=...`)
+                    break
+                if not target.startswith("-"):
                     assert target in targets, f"{doc}: `{cmd}` names no Makefile target"
 
 

@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -13,11 +14,20 @@ from companion.estimators import (
     Estimate,
     ordinary_is,
     per_decision_is,
+    single_step_is,
     trajectory_is,
     weighted_is,
     weighted_per_decision_is,
     weighted_trajectory_is,
 )
+from companion.mdp import (
+    policy_quantities,
+    policy_value,
+    random_mdp,
+    sample_trajectories,
+    softmax_policy,
+)
+from companion.policy_gradient import surrogate_objective
 
 SETTINGS = settings(max_examples=40, derandomize=True, deadline=None)
 OPE = [trajectory_is, weighted_trajectory_is, per_decision_is, weighted_per_decision_is]
@@ -45,16 +55,51 @@ def ref_ope(rewards, log_ratios, gamma, lengths):
     wis = sum(wi * gi for wi, gi in zip(w, G, strict=True)) / sum(w)
     pdis = sum(pd) / n
     wpdis, disc = 0.0, 1.0
+    psi = [0.0] * n  # delta-method influence of each trajectory on WPDIS
     for t in range(horizon):
         num = den = 0.0
+        rho, r = [], []
         for i in range(n):
             prefix = sum(log_ratios[i][k] for k in range(min(t + 1, lengths[i])))
-            r = rewards[i][t] if t < lengths[i] else 0.0
-            num += math.exp(prefix) * r
-            den += math.exp(prefix)
-        wpdis += disc * num / den if den > 0 else 0.0
+            rho.append(math.exp(prefix))
+            r.append(rewards[i][t] if t < lengths[i] else 0.0)
+            num += rho[i] * r[i]
+            den += rho[i]
+        if den > 0:
+            wpdis += disc * num / den
+            for i in range(n):  # gamma^t rho_{i,0:t} (r_it - r_hat_t) / mean_j rho_{j,0:t}
+                psi[i] += disc * rho[i] * (r[i] - num / den) / (den / n)
         disc *= gamma
-    return {"ois": ois, "wis": wis, "pdis": pdis, "wpdis": wpdis, "w": w, "G": G, "pd": pd}
+    nan = float("nan")
+    se = {
+        "ois": statistics.stdev([wi * gi for wi, gi in zip(w, G, strict=True)]) / math.sqrt(n)
+        if n > 1 else nan,
+        "wis": math.sqrt(sum((wi * (gi - wis)) ** 2 for wi, gi in zip(w, G, strict=True)))
+        / sum(w) if n > 1 else nan,
+        "pdis": statistics.stdev(pd) / math.sqrt(n) if n > 1 else nan,
+        "wpdis": math.sqrt(sum(p * p for p in psi)) / n if n > 1 else nan,
+    }
+    return {"ois": ois, "wis": wis, "pdis": pdis, "wpdis": wpdis, "w": w, "G": G, "pd": pd,
+            "se": se}
+
+
+def ref_wpdis_log_space(rewards, log_ratios, gamma, mask=None):
+    """WPDIS estimate, stderr and terms, step by step, with each step's largest log prefix weight
+    subtracted before exponentiating (for weights beyond float64, where the loop cannot go)."""
+    n, horizon = rewards.shape
+    real = np.ones((n, horizon), dtype=bool) if mask is None else mask
+    prefix = np.cumsum(np.where(real, log_ratios, 0.0), axis=1)
+    r = np.where(real, rewards, 0.0)
+    est, terms, psi = 0.0, np.zeros(n), np.zeros(n)
+    for t in range(horizon):
+        if np.all(prefix[:, t] == -np.inf):
+            continue  # no trajectory reaches step t under the target policy: it contributes 0
+        w = np.exp(prefix[:, t] - prefix[:, t].max())
+        r_hat = np.dot(w, r[:, t]) / w.sum()
+        est += gamma**t * r_hat
+        terms += gamma**t * w * r[:, t] / w.mean()
+        psi += gamma**t * w * (r[:, t] - r_hat) / w.mean()
+    return est, math.sqrt(np.dot(psi, psi)) / n, terms
 
 
 def batch_strategy():
@@ -85,10 +130,11 @@ def test_unit_weights_give_plain_mean():
     for fn in (ordinary_is, weighted_is):
         e = fn(f, np.ones(4))
         assert e.estimate == pytest.approx(f.mean(), abs=1e-12)
-        assert e.stderr == pytest.approx(f.std(ddof=1) / 2.0, rel=1e-12) or fn is weighted_is
-        assert e.terms.mean() == pytest.approx(e.estimate)
-    # delta-method stderr with w = 1 is the plug-in sd / sqrt(n)
-    assert weighted_is(f, np.ones(4)).stderr == pytest.approx(f.std(ddof=0) / 2.0)
+        np.testing.assert_allclose(e.terms, f, rtol=1e-12)
+    # ordinary: the sample sd over sqrt(n); weighted: the delta method, with w = 1 the plug-in
+    # sd (ddof=0) over sqrt(n)
+    assert ordinary_is(f, np.ones(4)).stderr == pytest.approx(f.std(ddof=1) / 2.0, rel=1e-12)
+    assert weighted_is(f, np.ones(4)).stderr == pytest.approx(f.std(ddof=0) / 2.0, rel=1e-12)
 
 
 def test_estimate_object():
@@ -152,47 +198,53 @@ def test_ope_matches_loop_reference(batch):
         for key, e in got.items():
             assert e.estimate == pytest.approx(ref[key], rel=1e-9, abs=1e-9), key
             assert e.terms.mean() == pytest.approx(e.estimate, rel=1e-9, abs=1e-9), key
+            assert e.stderr == pytest.approx(ref["se"][key], rel=1e-9, abs=1e-9, nan_ok=True), key
             assert np.isfinite(e.stderr) or e.n == 1
         np.testing.assert_allclose(got["ois"].terms,
                                    np.multiply(ref["w"], ref["G"]), rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(got["pdis"].terms, ref["pd"], rtol=1e-9, atol=1e-9)
 
 
-def test_block_boundaries(monkeypatch):
-    """Results do not depend on the block size used internally (online rescaling works)."""
+def test_wpdis_extreme_weights_across_blocks():
+    """A whole block of rows (the estimators work on blocks of about 65,000 elements) has weight
+    zero from step 1 on, the other rows tiny weights (log about -800, below float64's range):
+    the per-step max-subtraction still gives the log-space reference."""
     rng = np.random.default_rng(3)
-    rewards = rng.random((50, 7))
-    lr = rng.normal(0, 1.0, (50, 7))
-    lr[37] += 30.0  # a later block holds far larger weights than the first
-    full = [f(rewards, lr, 0.9) for f in OPE]
-    monkeypatch.setattr(est_mod, "_BLOCK_ELEMS", 7 * 4)  # blocks of 4 rows
-    small = [f(rewards, lr, 0.9) for f in OPE]
-    for a, b in zip(full, small, strict=True):
-        assert a.estimate == pytest.approx(b.estimate, rel=1e-12)
-        assert a.stderr == pytest.approx(b.stderr, rel=1e-10)
-        np.testing.assert_allclose(a.terms, b.terms, rtol=1e-10)
-    # the first block has zero weight from step 1 on, later blocks tiny weights (log ~ -800)
-    lr2 = rng.normal(0, 1.0, (50, 7)) - 800.0 / 7
-    lr2[:4, 1] = -np.inf
-    small = weighted_per_decision_is(rewards, lr2, 0.9)
-    monkeypatch.setattr(est_mod, "_BLOCK_ELEMS", 1 << 17)
-    full = weighted_per_decision_is(rewards, lr2, 0.9)
-    assert np.isfinite(small.estimate) and small.estimate == pytest.approx(full.estimate, rel=1e-12)
-    np.testing.assert_allclose(small.terms, full.terms, rtol=1e-10)
+    n, horizon = 20_000, 7  # three blocks of rows
+    rewards = rng.random((n, horizon))
+    lr = rng.normal(0, 1.0, (n, horizon)) - 800.0 / horizon
+    lr[: est_mod._BLOCK_SIZE // horizon, 1] = -np.inf
+    est, se, terms = ref_wpdis_log_space(rewards, lr, 0.9)
+    e = weighted_per_decision_is(rewards, lr, 0.9)
+    assert np.isfinite(e.estimate) and e.estimate == pytest.approx(est, rel=1e-12)
+    assert e.stderr == pytest.approx(se, rel=1e-10)
+    np.testing.assert_allclose(e.terms, terms, rtol=1e-10)
 
 
-@pytest.mark.parametrize("n", [1, 5, 1000, 10**6, 10**7])
-@pytest.mark.parametrize("horizon", [1, 7, 200, 10_000])
-def test_chunks_are_multiples_of_four_and_few(n, horizon):
-    rows = est_mod._chunk_rows(n, horizon)
-    assert rows >= 4 and rows % 4 == 0
-    assert -(-n // rows) <= est_mod._MAX_CHUNKS  # bounds the per-chunk sums of WPDIS
-    assert rows >= est_mod._BLOCK_ELEMS // horizon  # chunks of a cache-sized block at least
+def test_results_do_not_depend_on_the_blocks():
+    """A batch of several blocks, with masks and with far larger weights in a later block, gives
+    the same results as each trajectory alone (the per-trajectory terms) and as the log-space
+    reference."""
+    rng = np.random.default_rng(4)
+    n, horizon = 3000, 50  # 1310 rows per block: three blocks
+    rewards = rng.random((n, horizon))
+    lr = rng.normal(0, 0.3, (n, horizon))
+    lr[2800] += 5.0  # the last block holds far larger weights than the first
+    mask = np.arange(horizon) < rng.integers(1, horizon + 1, size=n)[:, None]
+    for fn in (trajectory_is, per_decision_is):
+        e = fn(rewards, lr, 0.95, mask)
+        alone = [fn(rewards[i:i + 1], lr[i:i + 1], 0.95, mask[i:i + 1]).estimate for i in range(n)]
+        np.testing.assert_allclose(e.terms, alone, rtol=1e-12)
+    est, se, terms = ref_wpdis_log_space(rewards, lr, 0.95, mask)
+    e = weighted_per_decision_is(rewards, lr, 0.95, mask)
+    assert e.estimate == pytest.approx(est, rel=1e-12)
+    assert e.stderr == pytest.approx(se, rel=1e-10)
+    np.testing.assert_allclose(e.terms, terms, rtol=1e-10)
 
 
 def test_memory_layouts_and_read_only_inputs(recwarn):
-    """Strided, Fortran-ordered, reversed and read-only inputs give the contiguous results
-    (the compiled loops take C-contiguous arrays; others are copied first), without warnings."""
+    """Strided, Fortran-ordered, reversed and read-only inputs give the results of C-contiguous
+    ones, without warnings."""
     rng = np.random.default_rng(11)
     rewards = rng.random((30, 16))
     lr = rng.normal(0, 0.3, (30, 16))
@@ -215,28 +267,6 @@ def test_memory_layouts_and_read_only_inputs(recwarn):
         rev = fn(rewards[::-1], lr[::-1], 0.95, mask[::-1])  # negative row stride
         assert rev.estimate == pytest.approx(want.estimate, rel=1e-12)
     assert not [str(w.message) for w in recwarn]
-
-
-def test_same_result_on_one_or_two_threads():
-    """The chunks of trajectories, and the order in which their sums are added, do not depend
-    on the number of threads, so neither do the results, to the last bit."""
-    numba = pytest.importorskip("numba")
-    rng = np.random.default_rng(12)
-    rewards = rng.random((3001, 100))  # not a multiple of the chunk size, nor of 4
-    lr = rng.normal(-0.01, 0.2, (3001, 100))
-    mask = np.arange(100) < rng.integers(1, 101, size=3001)[:, None]
-    before = numba.get_num_threads()
-    results = {}
-    try:
-        for threads in (1, 2):
-            numba.set_num_threads(threads)
-            results[threads] = [fn(rewards, lr, 0.99, m) for fn in OPE for m in (None, mask)]
-    finally:
-        numba.set_num_threads(before)
-    assert numba.config.NUMBA_NUM_THREADS >= 2
-    for a, b in zip(results[1], results[2], strict=True):
-        assert (a.estimate, a.stderr) == (b.estimate, b.stderr)
-        np.testing.assert_array_equal(a.terms, b.terms)
 
 
 @SETTINGS
@@ -269,10 +299,10 @@ def test_horizon_one_wpdis_equals_wis_and_last_reward_pdis_equals_is():
 def test_stderr_formulas():
     rng = np.random.default_rng(1)
     rewards, lr = rng.random((40, 5)), rng.normal(0, 0.5, (40, 5))
-    e = trajectory_is(rewards, lr, 0.9)
-    assert e.stderr == pytest.approx(np.std(e.terms, ddof=1) / math.sqrt(40))
     w = np.exp(lr.sum(1))
     G = rewards @ 0.9 ** np.arange(5)
+    e = trajectory_is(rewards, lr, 0.9)
+    assert e.stderr == pytest.approx(np.std(w * G, ddof=1) / math.sqrt(40))
     e = weighted_trajectory_is(rewards, lr, 0.9)
     assert e.stderr == pytest.approx(math.sqrt(np.sum((w * (G - e.estimate)) ** 2)) / w.sum())
 
@@ -302,6 +332,9 @@ def test_10000_steps_ratios_1_2_or_0_8():
     e = weighted_per_decision_is(rewards, lr, gamma)
     assert e.estimate == pytest.approx(wpdis_ref, rel=1e-10)
     assert np.isfinite(e.stderr) and np.all(np.isfinite(e.terms))
+    _, se_ref, terms_ref = ref_wpdis_log_space(rewards, lr, gamma)
+    assert e.stderr == pytest.approx(se_ref, rel=1e-8)
+    np.testing.assert_allclose(e.terms, terms_ref, rtol=1e-8)
     # ordinary estimators: the weights cannot be represented -> a clear error, never inf/nan
     for fn in (trajectory_is, per_decision_is):
         with pytest.raises(ValueError, match=r"log_ratios:.*overflow.*weighted") as err:
@@ -427,7 +460,8 @@ def test_wpdis_steps_nobody_reaches_contribute_zero():
     # both trajectories leave the target's support at step 1: steps >= 1 contribute 0
     lr = np.array([[0.0, -np.inf, 0.0], [0.0, -np.inf, 0.0]])
     e = weighted_per_decision_is(np.ones((2, 3)), lr)
-    assert e.estimate == 1.0 and np.isfinite(e.stderr)
+    assert e.estimate == 1.0
+    assert e.stderr == 0.0  # both trajectories have the same weight and reward where they count
 
 
 # --- doubly robust (chapter 9) -----------------------------------------------------------------
@@ -464,8 +498,6 @@ def test_doubly_robust_matches_recursion_and_reduces_to_pdis(batch, seed):
 
 def _dr_problem(seed, n):
     """A random tabular MDP, target/behaviour policies, exact finite-horizon answers, a batch."""
-    from companion.mdp import policy_quantities, random_mdp, sample_trajectories, softmax_policy
-
     rng = np.random.default_rng(seed)
     mdp = random_mdp(5, 3, rng, gamma=0.9)
     pi = softmax_policy(rng.normal(scale=1.5, size=(5, 3)))
@@ -543,3 +575,71 @@ def test_doubly_robust_bad_input():
         est_mod.doubly_robust(r, lr, q, v, gamma=-0.1)
     with pytest.raises(ValueError, match=r"log_ratios:.*overflow"):
         est_mod.doubly_robust(np.ones((1, 2)), np.full((1, 2), 400.0), q[:1, :2], v[:1, :2])
+
+
+# --- the single-ratio estimator (per-step weights) -------------------------------------------
+
+Z = 4.0  # tolerance in standard errors for the statistical checks
+
+
+def test_single_step_estimates_the_surrogate_not_the_value(surrogate_setting):
+    mdp, pi, mu, H, traj, adv = surrogate_setting
+    est = single_step_is(traj.rewards, traj.log_rho, adv, gamma=mdp.gamma)
+    L = surrogate_objective(mdp, pi, mu, horizon=H)
+    J = policy_value(mdp, pi, horizon=H)
+    assert abs(est.estimate - L) < Z * est.stderr
+    assert abs(est.estimate - J) > 2 * Z * est.stderr   # far from J(pi): the bias is visible
+
+
+def test_single_step_on_policy_is_the_monte_carlo_return(surrogate_setting):
+    mdp, pi, mu, H, traj, adv = surrogate_setting
+    est = single_step_is(traj.rewards, np.zeros_like(traj.log_rho), adv, gamma=mdp.gamma)
+    np.testing.assert_allclose(est.terms, traj.rewards @ mdp.gamma ** np.arange(H))
+    assert abs(est.estimate - policy_value(mdp, mu, horizon=H)) < Z * est.stderr
+
+
+def test_single_step_matches_a_plain_loop():
+    rng = np.random.default_rng(3)
+    r, lr, adv = rng.normal(size=(5, 4)), rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+    mask = np.ones((5, 4), dtype=bool)
+    mask[1, 2:] = False
+    mask[3, 1:] = False
+    r_pad = np.where(mask, r, np.nan)                # padding may hold anything
+    est = single_step_is(r_pad, lr, adv, gamma=0.8, mask=mask)
+    loop = [sum(0.8**t * (r[i, t] + (np.exp(lr[i, t]) - 1) * adv[i, t]) for t in range(4) if mask[i, t])
+            for i in range(5)]
+    np.testing.assert_allclose(est.terms, loop)
+    assert est.estimate == pytest.approx(np.mean(loop))
+    assert est.stderr == pytest.approx(np.std(loop, ddof=1) / np.sqrt(5))
+    assert est.n == 5
+
+
+def test_single_step_zero_ratio_is_allowed():
+    est = single_step_is([[1.0, 1.0]], [[-np.inf, 0.0]], [[5.0, 1.0]])
+    assert est.estimate == pytest.approx(2.0 - 5.0)
+    assert np.isnan(est.stderr)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(rewards=np.zeros((2, 3)), log_ratios=np.zeros((2, 2)), advantages=np.zeros((2, 3))),
+     "log_ratios: shape"),
+    (dict(rewards=np.zeros((2, 3)), log_ratios=np.zeros((2, 3)), advantages=np.zeros((3, 3))),
+     "advantages: shape"),
+    (dict(rewards=np.zeros((0, 3)), log_ratios=np.zeros((0, 3)), advantages=np.zeros((0, 3))),
+     "empty"),
+    (dict(rewards=[[0.0, np.nan]], log_ratios=[[0.0, 0.0]], advantages=[[0.0, 0.0]]),
+     "rewards: NaN or inf at trajectory 0, step 1"),
+    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, 0.0]], advantages=[[np.inf, 0.0]]),
+     "advantages: NaN or inf at trajectory 0, step 0"),
+    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, np.inf]], advantages=[[0.0, 0.0]]),
+     "log_ratios: NaN or \\+inf at trajectory 0, step 1"),
+    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, 800.0]], advantages=[[0.0, 1.0]]),
+     "overflows float64 at trajectory 0, step 1"),
+    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, 0.0]], advantages=[[0.0, 0.0]], gamma=1.5),
+     "gamma"),
+    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, 0.0]], advantages=[[0.0, 0.0]],
+          mask=np.array([[False, True]])), "suffix"),
+])
+def test_single_step_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        single_step_is(**kwargs)

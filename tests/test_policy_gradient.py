@@ -13,9 +13,9 @@ from companion.mdp import (
     softmax_policy,
 )
 from companion.policy_gradient import (
-    outline_gradient_expectation,
-    outline_offpolicy_gradient,
     per_decision_gradient,
+    prefix_weighted_gradient,
+    prefix_weighted_gradient_expectation,
     reinforce_gradient,
     score_function,
     surrogate_gradient,
@@ -107,10 +107,10 @@ def test_unbiased_with_terminal_states():
     assert_within(trajectory_is_gradient(traj, theta, mdp.gamma), truth)
 
 
-def test_outline_estimator_matches_its_q_mu_expectation(setting):
+def test_prefix_weighted_gradient_matches_its_q_mu_expectation(setting):
     mdp, theta, mu, traj = setting
-    assert_within(outline_offpolicy_gradient(traj, theta, mdp.gamma),
-                  outline_gradient_expectation(mdp, theta, mu, horizon=H))
+    assert_within(prefix_weighted_gradient(traj, theta, mdp.gamma),
+                  prefix_weighted_gradient_expectation(mdp, theta, mu, horizon=H))
 
 
 def bias_mdp():
@@ -124,20 +124,20 @@ def bias_mdp():
     return TabularMDP(P, R, gamma=1.0, initial=[1.0, 0.0, 0.0], terminal=[False, False, True])
 
 
-def test_outline_estimator_is_biased():
+def test_prefix_weighted_gradient_is_biased():
     mdp = bias_mdp()
     theta = np.array([[0.0, 0.0], [np.log(9.0), 0.0], [0.0, 0.0]])  # pi picks the paying action
     mu = np.array([[0.5, 0.5], [0.1, 0.9], [0.5, 0.5]])             # mu mostly does not
     traj = sample_trajectories(mdp, mu, n=5_000, horizon=2, rng=0)
     truth = policy_gradient_exact(mdp, theta, horizon=2)
     np.testing.assert_allclose(truth[0], [0.1, -0.1])  # 0.5 * (Q^pi(0, a0) - V^pi(0)) = 0.5 * 0.2
-    outline = outline_offpolicy_gradient(traj, theta, mdp.gamma)
-    gap = abs(outline.estimate[0, 0] - truth[0, 0]) / outline.stderr[0, 0]
+    prefix = prefix_weighted_gradient(traj, theta, mdp.gamma)
+    gap = abs(prefix.estimate[0, 0] - truth[0, 0]) / prefix.stderr[0, 0]
     assert gap > 6, gap
     # ... and the bias is exactly the Q^mu-for-Q^pi substitution
-    np.testing.assert_allclose(outline_gradient_expectation(mdp, theta, mu, horizon=2)[0],
+    np.testing.assert_allclose(prefix_weighted_gradient_expectation(mdp, theta, mu, horizon=2)[0],
                                [-0.1, 0.1])
-    assert_within(outline, outline_gradient_expectation(mdp, theta, mu, horizon=2))
+    assert_within(prefix, prefix_weighted_gradient_expectation(mdp, theta, mu, horizon=2))
     # the per-decision form on the same data is fine
     assert_within(per_decision_gradient(traj, theta, mdp.gamma), truth)
 

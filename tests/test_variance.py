@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from companion.estimators import single_step_is
 from companion.mdp import (
     TabularMDP,
     policy_quantities,
@@ -14,9 +15,9 @@ from companion.mdp import (
 from companion.policy_gradient import surrogate_objective
 from companion.variance import (
     chi_square_divergence,
+    estimator_moments,
     log_weight_moment,
     population_ess_fraction,
-    single_step_is,
 )
 
 Z = 4.0  # tolerance in standard errors for the statistical checks
@@ -162,85 +163,6 @@ def test_bad_input():
 
 
 # ------------------------------------------------------------------------------------------------
-# single_step_is
-# ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def surrogate_setting():
-    mdp = random_mdp(4, 3, rng=22, gamma=0.9, alpha=0.1)
-    rng = np.random.default_rng(8)
-    mu = softmax_policy(rng.normal(scale=0.5, size=(4, 3)))
-    pi = softmax_policy(rng.normal(scale=1.0, size=(4, 3)))
-    H, n = 10, 40_000
-    traj = sample_trajectories(mdp, mu, n, H, rng=9, target=pi)
-    A_mu = policy_quantities(mdp, mu, horizon=H).A           # (H, S, A)
-    adv = A_mu[np.arange(H), traj.states, traj.actions]
-    return mdp, pi, mu, H, traj, adv
-
-
-def test_single_step_estimates_the_surrogate_not_the_value(surrogate_setting):
-    mdp, pi, mu, H, traj, adv = surrogate_setting
-    est = single_step_is(traj.rewards, traj.log_rho, adv, gamma=mdp.gamma)
-    L = surrogate_objective(mdp, pi, mu, horizon=H)
-    J = policy_value(mdp, pi, horizon=H)
-    assert abs(est.estimate - L) < Z * est.stderr
-    assert abs(est.estimate - J) > 2 * Z * est.stderr   # far from J(pi): the bias is visible
-
-
-def test_single_step_on_policy_is_the_monte_carlo_return(surrogate_setting):
-    mdp, pi, mu, H, traj, adv = surrogate_setting
-    est = single_step_is(traj.rewards, np.zeros_like(traj.log_rho), adv, gamma=mdp.gamma)
-    np.testing.assert_allclose(est.terms, traj.rewards @ mdp.gamma ** np.arange(H))
-    assert abs(est.estimate - policy_value(mdp, mu, horizon=H)) < Z * est.stderr
-
-
-def test_single_step_matches_a_plain_loop():
-    rng = np.random.default_rng(3)
-    r, lr, adv = rng.normal(size=(5, 4)), rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
-    mask = np.ones((5, 4), dtype=bool)
-    mask[1, 2:] = False
-    mask[3, 1:] = False
-    r_pad = np.where(mask, r, np.nan)                # padding may hold anything
-    est = single_step_is(r_pad, lr, adv, gamma=0.8, mask=mask)
-    loop = [sum(0.8**t * (r[i, t] + (np.exp(lr[i, t]) - 1) * adv[i, t]) for t in range(4) if mask[i, t])
-            for i in range(5)]
-    np.testing.assert_allclose(est.terms, loop)
-    assert est.estimate == pytest.approx(np.mean(loop))
-    assert est.stderr == pytest.approx(np.std(loop, ddof=1) / np.sqrt(5))
-    assert est.n == 5
-
-
-def test_single_step_zero_ratio_is_allowed():
-    est = single_step_is([[1.0, 1.0]], [[-np.inf, 0.0]], [[5.0, 1.0]])
-    assert est.estimate == pytest.approx(2.0 - 5.0)
-    assert np.isnan(est.stderr)
-
-
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(rewards=np.zeros((2, 3)), log_ratios=np.zeros((2, 2)), advantages=np.zeros((2, 3))),
-     "log_ratios: shape"),
-    (dict(rewards=np.zeros((2, 3)), log_ratios=np.zeros((2, 3)), advantages=np.zeros((3, 3))),
-     "advantages: shape"),
-    (dict(rewards=np.zeros((0, 3)), log_ratios=np.zeros((0, 3)), advantages=np.zeros((0, 3))),
-     "empty"),
-    (dict(rewards=[[0.0, np.nan]], log_ratios=[[0.0, 0.0]], advantages=[[0.0, 0.0]]),
-     "rewards: NaN or inf at trajectory 0, step 1"),
-    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, 0.0]], advantages=[[np.inf, 0.0]]),
-     "advantages: NaN or inf at trajectory 0, step 0"),
-    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, np.inf]], advantages=[[0.0, 0.0]]),
-     "log_ratios: NaN or \\+inf at trajectory 0, step 1"),
-    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, 800.0]], advantages=[[0.0, 1.0]]),
-     "overflows float64 at trajectory 0, step 1"),
-    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, 0.0]], advantages=[[0.0, 0.0]], gamma=1.5),
-     "gamma"),
-    (dict(rewards=[[0.0, 0.0]], log_ratios=[[0.0, 0.0]], advantages=[[0.0, 0.0]],
-          mask=np.array([[False, True]])), "suffix"),
-])
-def test_single_step_bad_input(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        single_step_is(**kwargs)
-
-
-# ------------------------------------------------------------------------------------------------
 # population_ess_fraction
 # ------------------------------------------------------------------------------------------------
 def test_population_ess_fraction_is_one_over_second_moment():
@@ -270,3 +192,132 @@ def test_population_ess_fraction_bad_n():
     pi, mu = np.array([[0.6, 0.4]]), np.array([[0.5, 0.5]])
     with pytest.raises(ValueError, match="n must be"):
         population_ess_fraction(one_state(), pi, mu, 3, n=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# estimator_moments
+# ------------------------------------------------------------------------------------------------
+def enumerate_episodes(mdp, mu, horizon):
+    """Every episode from mu: its probability, states, actions, next states and mask (padded)."""
+    S, A = mu.shape
+    out = []
+
+    def walk(s, prob, steps):
+        if len(steps) == horizon or mdp.terminal[s]:
+            out.append((prob, steps))
+            return
+        for a in range(A):
+            for s_next in range(S):
+                p = mu[s, a] * mdp.P[s, a, s_next]
+                if p > 0:
+                    walk(s_next, prob * p, steps + [(s, a, s_next)])
+
+    for s0 in np.flatnonzero(mdp.initial):
+        walk(s0, mdp.initial[s0], [])
+    n = len(out)
+    prob = np.array([q for q, _ in out])
+    states, actions, nxt = (np.zeros((n, horizon), dtype=int) for _ in range(3))
+    mask = np.zeros((n, horizon), dtype=bool)
+    for i, (_, steps) in enumerate(out):
+        for t, (s, a, s_next) in enumerate(steps):
+            states[i, t], actions[i, t], nxt[i, t], mask[i, t] = s, a, s_next, True
+    return prob, states, actions, nxt, mask
+
+
+@pytest.fixture(scope="module")
+def moment_setting():
+    """A random MDP with a terminal state and rewards r(s, a, s'), all its episodes of 4 steps."""
+    rng = np.random.default_rng(31)
+    base = random_mdp(3, 2, rng=rng, gamma=0.8, n_terminal=1)
+    R = rng.uniform(-1, 1, size=(3, 2, 3))
+    mdp = TabularMDP(base.P, R, base.gamma, base.initial, base.terminal)
+    mu = softmax_policy(rng.normal(size=(3, 2)))
+    pi = softmax_policy(rng.normal(size=(3, 2)))
+    H = 4
+    q_hat = rng.normal(size=(H, 3, 2))                  # any model: DR stays unbiased
+    adv = policy_quantities(mdp, mu, horizon=H).A
+    return mdp, pi, mu, H, q_hat, adv, enumerate_episodes(mdp, mu, H)
+
+
+def test_estimator_moments_match_enumeration_of_the_companion_estimators(moment_setting):
+    """Mean and variance of each estimator's term, computed over every episode with its
+    probability, with the companion's own estimator functions."""
+    import companion as cp
+
+    mdp, pi, mu, H, q_hat, adv, (prob, s, a, s_next, mask) = moment_setting
+    assert prob.sum() == pytest.approx(1.0) and not mask.all()   # some episodes end early
+    t = np.arange(H)
+    rewards = np.where(mask, mdp.R[s, a, s_next], 0.0)
+    log_rho = np.where(mask, np.log(pi[s, a]) - np.log(mu[s, a]), 0.0)
+    v_hat = np.einsum("tsa,sa->ts", q_hat, pi)
+    terms = {
+        "trajectory": cp.trajectory_is(rewards, log_rho, mdp.gamma, mask).terms,
+        "per-decision": cp.per_decision_is(rewards, log_rho, mdp.gamma, mask).terms,
+        "doubly-robust": cp.doubly_robust(rewards, log_rho, q_hat[t, s, a], v_hat[t, s],
+                                          mdp.gamma, mask).terms,
+        "single-step": cp.single_step_is(rewards, log_rho, adv[t, s, a], mdp.gamma, mask).terms,
+    }
+    for kind, x in terms.items():
+        mean = prob @ x
+        var = prob @ (x - mean) ** 2
+        got = estimator_moments(mdp, pi, mu, H, kind, q_hat=q_hat, advantages=adv)
+        assert got == pytest.approx((mean, var), rel=1e-10, abs=1e-12), kind
+
+
+def test_estimator_moments_means_are_the_value_and_the_surrogate(moment_setting):
+    mdp, pi, mu, H, q_hat, adv, _ = moment_setting
+    J = policy_value(mdp, pi, horizon=H)
+    for kind in ("trajectory", "per-decision", "doubly-robust"):
+        assert estimator_moments(mdp, pi, mu, H, kind, q_hat=q_hat)[0] == pytest.approx(J)
+    mean, _ = estimator_moments(mdp, pi, mu, H, "single-step", advantages=adv)
+    assert mean == pytest.approx(surrogate_objective(mdp, pi, mu, horizon=H))
+
+
+def test_estimator_moments_perfect_model_and_on_policy():
+    """On-policy, the trajectory and per-decision terms are the Monte Carlo return; with the
+    exact Q^pi the doubly robust term has less variance than the return (no action noise)."""
+    mdp = random_mdp(4, 3, rng=5, gamma=0.9)
+    mu = softmax_policy(np.random.default_rng(6).normal(size=(4, 3)))
+    H = 6
+    q = policy_quantities(mdp, mu, horizon=H)
+    _, var_return = estimator_moments(mdp, mu, mu, H, "single-step", advantages=q.A)
+    for kind in ("trajectory", "per-decision"):
+        assert estimator_moments(mdp, mu, mu, H, kind) == pytest.approx((q.J, var_return))
+    _, var_dr = estimator_moments(mdp, mu, mu, H, "doubly-robust", q_hat=q.Q)
+    assert var_dr < 0.9 * var_return
+    # deterministic transitions and rewards: the exact model leaves no variance at all
+    P = np.zeros((2, 2, 2))
+    P[:, 0, 0] = P[:, 1, 1] = 1.0
+    det = TabularMDP(P, [[0.0, 1.0], [2.0, 0.5]], gamma=0.9, initial=[1.0, 0.0])
+    pi, mu = np.array([[0.3, 0.7], [0.6, 0.4]]), np.full((2, 2), 0.5)
+    q_pi = policy_quantities(det, pi, horizon=5).Q
+    mean, var = estimator_moments(det, pi, mu, 5, "doubly-robust", q_hat=q_pi)
+    assert mean == pytest.approx(policy_value(det, pi, horizon=5)) and var == pytest.approx(0.0)
+
+
+def test_estimator_moments_match_simulation(surrogate_setting):
+    mdp, pi, mu, H, traj, adv = surrogate_setting
+    A_mu = policy_quantities(mdp, mu, horizon=H).A
+    mean, var = estimator_moments(mdp, pi, mu, H, "single-step", advantages=A_mu)
+    terms = single_step_is(traj.rewards, traj.log_rho, adv, gamma=mdp.gamma).terms
+    n = terms.size
+    assert abs(terms.mean() - mean) < Z * np.sqrt(var / n)
+    se_var = np.sqrt(np.mean((terms - terms.mean()) ** 4) - terms.var() ** 2) / np.sqrt(n)
+    assert abs(terms.var(ddof=1) - var) < Z * se_var
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(estimator="weighted"), "estimator must be one of"),
+    (dict(estimator="doubly-robust"), "q_hat: the doubly-robust estimator needs"),
+    (dict(estimator="single-step"), "advantages: the single-step estimator needs"),
+    (dict(estimator="doubly-robust", q_hat=np.zeros((2, 1, 2))), "q_hat: expected shape"),
+    (dict(estimator="single-step", advantages=np.full((3, 1, 2), np.nan)), "advantages contains NaN"),
+    (dict(estimator="per-decision", horizon=0), "horizon must be a positive integer"),
+    (dict(estimator="per-decision", mu=[[1.0, 0.0]]), "mu: behaviour probability 0"),
+    (dict(estimator="per-decision", pi=[[0.5, 0.6]]), "pi rows must sum to 1"),
+])
+def test_estimator_moments_bad_input(kwargs, match):
+    args = dict(mdp=one_state(), pi=[[0.5, 0.5]], mu=[[0.5, 0.5]], horizon=3)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        estimator_moments(**args)

@@ -265,6 +265,7 @@ def test_running_per_decision_terminal_rewards_reduce_to_trajectory_is():
         ({"checkpoints": [0]}, "checkpoints"),
         ({"checkpoints": [1], "gamma": 1.5}, "gamma"),
         ({"checkpoints": [1], "mask": np.ones((2, 3), dtype=int)}, "mask"),
+        ({"checkpoints": [1], "mask": np.array([[True, False, True]] * 2)}, "mask:.*suffix"),
     ],
 )
 def test_running_per_decision_rejects_bad_input(kwargs, match):

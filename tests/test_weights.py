@@ -1,4 +1,4 @@
-"""Tests for companion.weights: log ratios, trajectory and prefix weights, clipping."""
+"""Tests for companion.weights: log ratios, trajectory and prefix weights, self-normalising."""
 
 import math
 
@@ -9,12 +9,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from companion.weights import (
-    clip_weights,
     log_ratios,
     per_decision_log_weights,
     self_normalise,
     trajectory_log_weights,
-    truncate_weights,
 )
 
 SETTINGS = settings(max_examples=40, derandomize=True, deadline=None)
@@ -63,14 +61,6 @@ def test_no_overflow_10000_steps():
     assert np.all(np.isfinite(per_decision_log_weights(lr)))
 
 
-def test_clip_and_truncate():
-    w = np.array([0.0, 0.3, 1.0, 7.0])
-    np.testing.assert_array_equal(clip_weights(w, 0.5, 2.0), [0.5, 0.5, 1.0, 2.0])
-    np.testing.assert_array_equal(truncate_weights(w, 1.0), [0.0, 0.3, 1.0, 1.0])
-    lw = np.log([0.3, 1.0, 7.0, 1e300]) + np.array([0, 0, 0, 500.0])  # last one is huge
-    np.testing.assert_allclose(truncate_weights(lw, 2.0, log=True), np.log([0.3, 1.0, 2.0, 2.0]))
-
-
 def test_self_normalise_huge_log_weights():
     w = self_normalise(np.array([3000.0, 3000.0, 3000.0 + math.log(2.0), -np.inf]))
     np.testing.assert_allclose(w, [0.25, 0.25, 0.5, 0.0])
@@ -98,17 +88,6 @@ def test_prefix_weights_match_loop(lr, data):
                 acc += lr[i, t]
             assert prefix[i, t] == pytest.approx(acc, abs=1e-9)
         assert total[i] == pytest.approx(acc, abs=1e-9)
-
-
-@SETTINGS
-@given(arrays(np.float64, st.integers(1, 20), elements=st.floats(0, 1e6)),
-       st.floats(0, 10), st.floats(0, 10))
-def test_clip_bounds_property(w, a, b):
-    low, high = min(a, b), max(a, b)
-    c = clip_weights(w, low, high)
-    assert np.all((c >= low) & (c <= high))
-    inside = (w >= low) & (w <= high)
-    np.testing.assert_array_equal(c[inside], w[inside])
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -154,14 +133,6 @@ def test_weights_bad_input(fn):
         fn(np.zeros((1, 3)), np.array([[True, False]]))
 
 
-def test_clip_bad_input():
-    with pytest.raises(ValueError, match=r"w:.*>= 0.*index 1"):
-        clip_weights([1.0, -0.5], 0.0, 1.0)
-    with pytest.raises(ValueError, match=r"low: must be <= high"):
-        clip_weights([1.0], 2.0, 1.0)
-    with pytest.raises(ValueError, match=r"c: must be a number >= 0"):
-        truncate_weights([1.0], -1.0)
-    with pytest.raises(ValueError, match=r"w:.*NaN"):
-        truncate_weights([np.nan], 1.0)
+def test_self_normalise_bad_input():
     with pytest.raises(ValueError, match=r"log_w:.*all log weights are -inf"):
         self_normalise([-np.inf, -np.inf])
