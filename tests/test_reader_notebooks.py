@@ -93,7 +93,8 @@ def test_unknown_roles_and_missing_values_are_reported():
 
 SOURCE = notebook(
     md("# Here\n\nText {glue:text}`here_n`."),
-    code("x = 1", metadata={"mystnb": {"figure": {"caption": "A $\\E$ plot.", "name": "fig-here-a"}}}),
+    code("x = 1", metadata={"mystnb": {"figure": {"caption": "A $\\E$ plot of {glue:text}`here_n`.",
+                                                  "name": "fig-here-a"}}}),
     md("## Exercises\n\n```{exercise}\n:label: ex-here-a\nCompute $\\E[w]$.\n```\n\n"
        "```{solution} ex-here-a\n:class: dropdown\nONE-BLOCK-SOLUTION.\n```\n\n"
        "```{exercise} A title\n:label: ex-here-b\nCode it.\n```"),
@@ -127,7 +128,9 @@ def test_figures_get_their_caption_under_them():
     out = cn.reader_notebook(SOURCE, resolver())
     assert out.cells[1].source == "x = 1"
     assert out.cells[2].cell_type == "markdown"
-    assert out.cells[2].source == "**Fig. 5.2.** A $\\mathbb{E}$ plot."
+    assert out.cells[2].source == "**Fig. 5.2.** A $\\mathbb{E}$ plot of 12000."
+    assert out.cells[1].metadata["mystnb"]["figure"]["caption"] == "A $\\mathbb{E}$ plot of 12000."
+    assert SOURCE.cells[1].metadata["mystnb"]["figure"]["caption"].endswith("{glue:text}`here_n`.")
     assert len({c.id for c in out.cells}) == len(out.cells)
     nbformat.validate(out)
 

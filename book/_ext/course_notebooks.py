@@ -358,6 +358,7 @@ def reader_notebook(nb, resolver: Resolver, hide_solutions: bool = False):
             number = resolver.figures.get(figure.get("name", ""))
             head = resolver.numbered("figure", number) if number else "Figure"
             caption = _inline(figure["caption"], resolver)
+            figure["caption"] = caption  # the metadata's copy too: no MyST left anywhere
             new = nbformat.v4.new_markdown_cell(f"**{head}.** {caption}")
             new.id = (cell.get("id") or "fig")[:50] + "-caption"
             cells.append(new)
