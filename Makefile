@@ -97,7 +97,7 @@ lint: $(STAMP)
 
 ## Strip outputs and execution counts from every notebook under book/ (run before committing).
 strip: $(STAMP)
-	$(BIN)/python scripts/strip_notebooks.py book/*.ipynb
+	$(BIN)/nbstripout --keep-id book/*.ipynb
 
 ## After changing repository.url in _config.yml: rewrite every notebook's set-up cell.
 sync-repo-url: $(STAMP)

@@ -12,7 +12,10 @@ ours seed 1, ...) so that a change in machine load affects both alike:
 * reported per seed: environment steps and training wall-clock (from just before the model and
   environments are built) when the evaluation return first reaches ``TARGET``, the evaluation
   return at the end of the ``BUDGET``-step budget, and the smallest evaluation return after first
-  reaching ``TARGET``.
+  reaching ``TARGET``;
+* the table also prints the machine's load average (1, 5 and 15 minutes) at the start and at the
+  end of the run: on a shared machine a load above the number of cores inflates every time, so
+  compare only the ratios of one run, and only when the load stayed low.
 
 Not a script: run ``ppo_cartpole.py`` or ``trpo_cartpole.py``.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -75,14 +79,13 @@ def run_ours(train: Callable, config, seed: int) -> tuple[dict, object]:
 
 
 class _SB3Actor:
-    """Adapter so that ``evaluate_policy`` can run an SB3 policy exactly like ours."""
+    """Adapter so that ``evaluate_policy`` can run an SB3 model exactly like ours."""
 
     def __init__(self, model):
-        self.policy = model.policy
+        self.model = model
 
     def act(self, obs, deterministic=True, generator=None):
-        with torch.no_grad():
-            return self.policy._predict(obs, deterministic=deterministic)
+        return self.model.predict(np.asarray(obs), deterministic=deterministic)[0]
 
 
 def run_sb3(make_model: Callable, n_envs: int, seed: int) -> dict:
@@ -147,6 +150,7 @@ def main(description: str, run_ours: Callable, run_sb3: Callable, peer: str,
     parser.add_argument("--only", choices=["ours", "sb3"], default=None)
     parser.add_argument("--json", default=None, help="write the per-seed results here")
     args = parser.parse_args(argv)
+    load_start = os.getloadavg()
     torch.set_num_threads(1)
     # The first torch.optim.Adam of a process imports torch._dynamo (about 2 s here): paid once,
     # before any clock starts, so that it does not land on whichever run happens to go first.
@@ -169,9 +173,12 @@ def main(description: str, run_ours: Callable, run_sb3: Callable, peer: str,
                   f"min after 475 {_fmt(r['min_return_after_475'], '.1f')}  "
                   f"train wall {r['train_wall_total']:.1f} s{more}", flush=True)
 
+    load_end = os.getloadavg()
     print()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{platform.processor() or platform.machine()}, seeds {args.seeds}")
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, seeds {args.seeds}")
+    print("load average (1, 5, 15 min): start " + " ".join(f"{x:.2f}" for x in load_start)
+          + ", end " + " ".join(f"{x:.2f}" for x in load_end))
     header = ("impl", "solved", "median steps to 475", "median wall to 475 (s)",
               "median final return", "min final return", "median train wall 100k (s)")
     print(" | ".join(header))
@@ -196,4 +203,5 @@ def main(description: str, run_ours: Callable, run_sb3: Callable, peer: str,
               f"train wall for the full budget {med['ours']['total'] / med['sb3']['total']:.2f}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"seeds": args.seeds, "results": results}, fh, indent=1, default=str)
+            json.dump({"seeds": args.seeds, "load_start": load_start, "load_end": load_end,
+                       "results": results}, fh, indent=1, default=str)

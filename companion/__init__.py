@@ -22,8 +22,11 @@ _MODULES = (
     "policy_gradient",
     "variance",
     "blackjack",
-    "weighted",
+    "one_state",
+    "wis_experiments",
     "traces",
+    "marginalized",
+    "confidence",
     "notebook",
 )
 _TORCH_MODULES = ("rl", "ppo", "trpo")

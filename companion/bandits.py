@@ -20,7 +20,7 @@ and the sampled gradient is REINFORCE (Williams, 1992) on pulls from a behaviour
 :func:`train_softmax_bandit` runs many independent learners at once (vectorised over runs) and
 reuses each batch of pulls for several reweighted gradient steps.
 
-See chapter 2 (why reinforcement learning needs importance sampling).
+Used in :doc:`/book/why_rl` and the ``offpolicy_gradient`` assignment.
 """
 
 from __future__ import annotations
@@ -29,6 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validation import (
+    check_distribution,
+    check_instance,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    finite_array,
+)
 from .policy_gradient import GradientEstimate
 
 __all__ = [
@@ -49,27 +57,8 @@ _CORRECTIONS = ("ratio", "none")
 # ---------------------------------------------------------------------------------------------
 # validation
 # ---------------------------------------------------------------------------------------------
-def _float_array(x, name):
-    try:
-        arr = np.asarray(x, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name}: must be a numeric array, got {type(x).__name__}") from err
-    if arr.size == 0:
-        raise ValueError(f"{name}: empty array")
-    if not np.all(np.isfinite(arr)):
-        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
-        raise ValueError(f"{name}: NaN or inf at index {bad}")
-    return arr
-
-
-def _positive_int(x, name):
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1:
-        raise ValueError(f"{name}: must be a positive integer, got {x!r}")
-    return int(x)
-
-
 def _check_logits(logits, n_arms, name="logits"):
-    arr = _float_array(logits, name)
+    arr = finite_array(logits, name)
     if arr.ndim not in (1, 2) or arr.shape[-1] != n_arms:
         raise ValueError(f"{name}: expected shape (K,) or (n_runs, K) with K = {n_arms}, "
                          f"got {arr.shape}")
@@ -77,18 +66,11 @@ def _check_logits(logits, n_arms, name="logits"):
 
 
 def _check_probs(p, n_arms, name):
-    arr = _float_array(p, name)
+    arr = finite_array(p, name)
     if arr.ndim not in (1, 2) or arr.shape[-1] != n_arms:
         raise ValueError(f"{name}: expected shape (K,) or (n_runs, K) with K = {n_arms}, "
                          f"got {arr.shape}")
-    if np.any(arr < 0) or np.any(arr > 1):
-        bad = tuple(int(i) for i in np.argwhere((arr < 0) | (arr > 1))[0])
-        raise ValueError(f"{name}: probability outside [0, 1] at index {bad}")
-    sums = arr.sum(axis=-1)
-    if np.any(np.abs(sums - 1.0) > 1e-8):
-        bad = tuple(int(i) for i in np.argwhere(np.abs(np.atleast_1d(sums) - 1.0) > 1e-8)[0])
-        raise ValueError(f"{name}: probabilities must sum to 1 (row {bad} does not)")
-    return arr
+    return check_distribution(arr, name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,22 +102,17 @@ class GaussianBandit:
     >>> bandit.n_arms, float(bandit.means.max())
     (3, 1.0)
 
-    See chapter 2.
+    Used in :doc:`/book/why_rl` and the ``offpolicy_gradient`` assignment.
     """
 
     means: np.ndarray
     sd: float = 1.0
 
     def __post_init__(self):
-        means = _float_array(self.means, "means")
+        means = finite_array(self.means, "means")
         if means.ndim != 1 or means.shape[0] < 2:
             raise ValueError(f"means: expected shape (K,) with K >= 2, got {means.shape}")
-        try:
-            sd = float(self.sd)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"sd: must be a number, got {self.sd!r}") from err
-        if not np.isfinite(sd) or sd < 0:
-            raise ValueError(f"sd: must be finite and >= 0, got {sd}")
+        sd = check_nonnegative(self.sd, "sd")
         means = means.copy()
         means.setflags(write=False)
         object.__setattr__(self, "means", means)
@@ -150,6 +127,8 @@ class GaussianBandit:
 @dataclass(frozen=True)
 class BanditBatch:
     """Pulls of a bandit by a behaviour policy.
+
+    Used in :doc:`/book/why_rl` and the ``offpolicy_gradient`` assignment.
 
     Attributes
     ----------
@@ -174,6 +153,8 @@ class BanditBatch:
 @dataclass(frozen=True)
 class BanditHistory:
     r"""Learning curves of :func:`train_softmax_bandit`.
+
+    Used in :doc:`/book/why_rl`.
 
     Attributes
     ----------
@@ -223,9 +204,9 @@ def bandit_policy(logits):
     >>> bandit_policy([0.0, np.log(3.0)]).round(3)
     array([0.25, 0.75])
 
-    See chapter 2.
+    Used in :doc:`/book/why_rl` and the ``offpolicy_gradient`` assignment.
     """
-    theta = _float_array(logits, "logits")
+    theta = finite_array(logits, "logits")
     if theta.ndim not in (1, 2):
         raise ValueError(f"logits: expected shape (K,) or (n_runs, K), got {theta.shape}")
     z = np.exp(theta - theta.max(axis=-1, keepdims=True))
@@ -259,7 +240,7 @@ def bandit_value(bandit, logits):
     >>> bandit_value(bandit, [0.0, 0.0])
     0.5
 
-    See chapter 2.
+    Used in :doc:`/book/why_rl`.
     """
     theta = _check_logits(logits, bandit.n_arms)
     J = bandit_policy(theta) @ bandit.means
@@ -293,7 +274,8 @@ def bandit_gradient_exact(bandit, logits):
     >>> bandit_gradient_exact(bandit, [0.0, 0.0])
     array([-0.25,  0.25])
 
-    See chapter 2, eq. (eq-why-bandit-gradient).
+    Used in :doc:`/book/why_rl` and the ``offpolicy_gradient`` assignment; see eq.
+    (eq-why-bandit-gradient).
     """
     theta = _check_logits(logits, bandit.n_arms)
     pi = bandit_policy(theta)
@@ -312,7 +294,7 @@ def _draw(rng, probs, n):
     return np.minimum(idx, probs.shape[-1] - 1)
 
 
-def sample_bandit(bandit, behavior, n, rng):
+def sample_bandit(bandit, behavior, n, rng) -> BanditBatch:
     r"""Pull the bandit ``n`` times with the behaviour policy :math:`\mu`.
 
     .. math::
@@ -346,10 +328,10 @@ def sample_bandit(bandit, behavior, n, rng):
     >>> batch.actions.tolist(), batch.rewards.tolist()
     ([1, 1, 1], [1.0, 1.0, 1.0])
 
-    See chapter 2.
+    Used in :doc:`/book/why_rl` and the ``offpolicy_gradient`` assignment.
     """
     mu = _check_probs(behavior, bandit.n_arms, "behavior")
-    n = _positive_int(n, "n")
+    n = check_int(n, "n")
     rng = np.random.default_rng(rng)
     mu2 = np.atleast_2d(mu)
     actions = _draw(rng, mu2, n)
@@ -379,7 +361,7 @@ def _gradient_terms(theta, actions, rewards, logp_behavior, correction):
     return terms, log_rho
 
 
-def bandit_gradient(batch, logits, correction="ratio"):
+def bandit_gradient(batch, logits, correction="ratio") -> GradientEstimate:
     r"""REINFORCE gradient at ``logits`` from pulls of a behaviour policy, reweighted or not.
 
     .. math::
@@ -419,14 +401,14 @@ def bandit_gradient(batch, logits, correction="ratio"):
     >>> bool(np.all(np.abs(g.estimate - bandit_gradient_exact(bandit, [0.0, 0.0])) < 4 * g.stderr))
     True
 
-    See chapter 2, eq. (eq-why-reweighted).
+    Used in :doc:`/book/why_rl` and the ``offpolicy_gradient`` assignment; see eq.
+    (eq-why-reweighted).
     """
     if correction not in _CORRECTIONS:
         raise ValueError(f"correction: must be one of {_CORRECTIONS}, got {correction!r}")
-    if not isinstance(batch, BanditBatch):
-        raise ValueError(f"batch: must be a BanditBatch, got {type(batch).__name__}")
+    check_instance(batch, BanditBatch, "batch")
     actions = np.asarray(batch.actions)
-    theta = _float_array(logits, "logits")
+    theta = finite_array(logits, "logits")
     if actions.ndim not in (1, 2) or theta.ndim != actions.ndim or (
             actions.ndim == 2 and theta.shape[0] != actions.shape[0]):
         raise ValueError(f"logits: shape {theta.shape} does not match batch.actions shape "
@@ -438,7 +420,7 @@ def bandit_gradient(batch, logits, correction="ratio"):
     if np.any(out_of_range):
         idx = tuple(int(i) for i in np.argwhere(out_of_range)[0])
         raise ValueError(f"batch.actions: arm {actions[idx]} at index {idx} is outside [0, {K})")
-    rewards = _float_array(batch.rewards, "batch.rewards")
+    rewards = finite_array(batch.rewards, "batch.rewards")
     logp_b = np.asarray(batch.logp_behavior, dtype=float)
     if rewards.shape != actions.shape or logp_b.shape != actions.shape:
         raise ValueError("batch: actions, rewards and logp_behavior must have the same shape")
@@ -453,7 +435,7 @@ def bandit_gradient(batch, logits, correction="ratio"):
 
 
 def train_softmax_bandit(bandit, *, n_runs, n_batches, batch_size, epochs, lr, rng,
-                         correction="ratio", logits0=None):
+                         correction="ratio", logits0=None) -> BanditHistory:
     r"""Policy-gradient ascent with data reuse, for ``n_runs`` independent learners at once.
 
     For each batch ``b``: freeze :math:`\mu = \pi_{\theta}`, pull ``batch_size`` arms from it, then
@@ -504,20 +486,15 @@ def train_softmax_bandit(bandit, *, n_runs, n_batches, batch_size, epochs, lr, r
     >>> h.J.shape, int(h.pulls[-1]), h.ess_fraction.shape
     ((4, 11), 80, (4, 10, 2))
 
-    See chapter 2 (reusing a batch).
+    Used in :doc:`/book/why_rl`.
     """
-    n_runs = _positive_int(n_runs, "n_runs")
-    n_batches = _positive_int(n_batches, "n_batches")
-    batch_size = _positive_int(batch_size, "batch_size")
-    epochs = _positive_int(epochs, "epochs")
+    n_runs = check_int(n_runs, "n_runs")
+    n_batches = check_int(n_batches, "n_batches")
+    batch_size = check_int(batch_size, "batch_size")
+    epochs = check_int(epochs, "epochs")
     if correction not in _CORRECTIONS:
         raise ValueError(f"correction: must be one of {_CORRECTIONS}, got {correction!r}")
-    try:
-        lr = float(lr)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"lr: must be a positive number, got {lr!r}") from err
-    if not (np.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr: must be positive and finite, got {lr}")
+    lr = check_positive(lr, "lr")
     K = bandit.n_arms
     if logits0 is None:
         theta0 = np.zeros(K)

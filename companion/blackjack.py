@@ -27,7 +27,8 @@ Action coding: gymnasium's, ``0 = STICK`` and ``1 = HIT``. A policy is an array 
 ``(player_sum, dealer_card, usable_ace)``; see :func:`threshold_policy` and
 :func:`random_policy`.
 
-See :doc:`/book/weighted_is`, which reproduces Sutton & Barto's Figure 5.3.
+Used in :doc:`/book/weighted_is` (which reproduces Sutton & Barto's Figure 5.3) and the
+``weighted_is`` assignment.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
+
+from ._validation import check_int, check_unit_interval, finite_array
 
 __all__ = [
     "STICK",
@@ -64,7 +67,8 @@ HIT = 1
 
 EXAMPLE_5_4_VALUE = -0.27726
 """The value of Example 5.4's state under the target as quoted by Sutton & Barto, who estimated it
-from 100 million on-policy episodes; the exact value (:func:`exact_value`) is -0.2772042."""
+from 100 million on-policy episodes; :func:`exact_value` computes it exactly. Used in
+:doc:`/book/weighted_is`."""
 
 _CARD_P = np.array([0.0] + [1 / 13] * 9 + [4 / 13])  # _CARD_P[c] = Pr(card value c), c = 1..10
 _POLICY_SHAPE = (32, 11, 2)
@@ -96,6 +100,8 @@ EXAMPLE_5_4_STATE = BlackjackState(player_sum=13, dealer_card=2, usable_ace=True
 class BlackjackEpisodes:
     """A batch of blackjack episodes padded to a common length ``T``, ready for
     ``companion.estimators`` (``trajectory_is(ep.rewards, ep.log_ratios, mask=ep.mask)``).
+
+    Used in :doc:`/book/weighted_is` and the ``weighted_is`` assignment.
 
     Attributes
     ----------
@@ -166,11 +172,9 @@ def threshold_policy(stick_on=20):
     >>> pi = threshold_policy(20)
     >>> float(pi[19, 2, 1]), float(pi[20, 2, 1])
     (1.0, 0.0)
-
-    See :doc:`/book/weighted_is`.
     """
-    if isinstance(stick_on, bool) or int(stick_on) != stick_on or not 4 <= stick_on <= 22:
-        raise ValueError(f"stick_on must be an integer in [4, 22], got {stick_on!r}")
+    if check_int(stick_on, "stick_on", low=4) > 22:
+        raise ValueError(f"stick_on: must be an integer in [4, 22], got {stick_on!r}")
     p = np.zeros(_POLICY_SHAPE)
     p[: int(stick_on)] = 1.0
     return p
@@ -201,13 +205,8 @@ def random_policy(p_hit=0.5):
     --------
     >>> float(random_policy()[13, 2, 1])
     0.5
-
-    See :doc:`/book/weighted_is`.
     """
-    p = float(p_hit)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p_hit must be a probability in [0, 1], got {p_hit!r}")
-    return np.full(_POLICY_SHAPE, p)
+    return np.full(_POLICY_SHAPE, check_unit_interval(p_hit, "p_hit"))
 
 
 def example_5_4_policies():
@@ -230,22 +229,20 @@ def example_5_4_policies():
     >>> float(pi[13, 2, 1]), float(mu[13, 2, 1])
     (1.0, 0.5)
 
-    See :doc:`/book/weighted_is`.
+    Used in :doc:`/book/weighted_is` and the ``weighted_is`` assignment.
     """
     return threshold_policy(20), random_policy(0.5)
 
 
 def _check_policy(p, name):
-    arr = np.asarray(p, dtype=float)
+    arr = finite_array(p, name)
     if arr.shape != _POLICY_SHAPE:
-        raise ValueError(f"{name} must be an array of hit probabilities of shape {_POLICY_SHAPE} "
-                         f"(player_sum, dealer_card, usable_ace), got {arr.shape}")
-    if np.any(np.isnan(arr)):
-        idx = tuple(int(i) for i in np.argwhere(np.isnan(arr))[0])
-        raise ValueError(f"{name} contains NaN at {idx}")
-    if np.any((arr < 0) | (arr > 1)):
-        idx = tuple(int(i) for i in np.argwhere((arr < 0) | (arr > 1))[0])
-        raise ValueError(f"{name} must hold probabilities in [0, 1]; {name}{list(idx)} = {arr[idx]}")
+        raise ValueError(f"{name}: must be an array of hit probabilities of shape {_POLICY_SHAPE} "
+                         f"(player_sum, dealer_card, usable_ace), got shape {arr.shape}")
+    outside = (arr < 0) | (arr > 1)
+    if outside.any():
+        idx = tuple(int(i) for i in np.argwhere(outside)[0])
+        raise ValueError(f"{name}: probability {float(arr[idx])!r} outside [0, 1] at index {idx}")
     return arr
 
 
@@ -259,8 +256,8 @@ def _check_support(target, behavior):
     bad[:12, :, 1] = False
     if np.any(bad):
         s, d, u = (int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"behavior gives probability 0 to an action target takes in state "
-                         f"(player_sum={s}, dealer_card={d}, usable_ace={u})")
+        raise ValueError(f"behavior: behaviour probability 0 where the target's is positive, in "
+                         f"state (player_sum={s}, dealer_card={d}, usable_ace={u})")
 
 
 def _check_start(start):
@@ -270,21 +267,17 @@ def _check_start(start):
     try:
         s, d, u = start
     except (TypeError, ValueError) as err:
-        raise ValueError("start must be (player_sum, dealer_card, usable_ace) or None") from err
-    for name, value in (("player_sum", s), ("dealer_card", d)):
-        if not isinstance(value, (int, np.integer, float, np.floating)) or not np.isfinite(value) \
-                or int(value) != value:
-            raise ValueError(f"start: {name} must be an integer, got {value!r}")
-    if not 1 <= d <= 10:
-        raise ValueError(f"start: dealer_card must be an integer in [1, 10], got {d!r}")
-    s, d, u = int(s), int(d), bool(u)
+        raise ValueError("start: must be (player_sum, dealer_card, usable_ace) or None") from err
+    s, d, u = check_int(s, "start.player_sum"), check_int(d, "start.dealer_card"), bool(u)
+    if d > 10:
+        raise ValueError(f"start.dealer_card: must be an integer in [1, 10], got {d!r}")
     if u:
         if not 12 <= s <= 21:
-            raise ValueError(f"start: with a usable ace player_sum must be in [12, 21], got {s}")
+            raise ValueError(f"start.player_sum: must be in [12, 21] with a usable ace, got {s}")
         hand = [1, s - 11]  # [1, 10] for a soft 21: a natural
         return s - 10, True, d, hand
     if not 4 <= s <= 21:
-        raise ValueError(f"start: player_sum must be in [4, 21], got {s}")
+        raise ValueError(f"start.player_sum: must be in [4, 21], got {s}")
     hand = [10, 9, 2] if s == 21 else [min(10, s - 2), s - min(10, s - 2)]
     return s, False, d, hand
 
@@ -302,16 +295,11 @@ def _log_ratio(target_hit, behavior_hit, hit):
         return np.log(p) - np.log(q)
 
 
-def _check_n(n):
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    return int(n)
-
-
 # ---------------------------------------------------------------------------------------------
 # gymnasium-driven episodes
 # ---------------------------------------------------------------------------------------------
-def gym_episodes(n, target, behavior, rng, start=EXAMPLE_5_4_STATE, sab=False):
+def gym_episodes(n, target, behavior, rng, start=EXAMPLE_5_4_STATE,
+                 sab=False) -> BlackjackEpisodes:
     r"""Episodes of gymnasium's ``Blackjack-v1`` under ``behavior``, with log ratios for ``target``.
 
     Each episode resets the env, then (if ``start`` is given) replaces the hands: the player's by
@@ -361,7 +349,7 @@ def gym_episodes(n, target, behavior, rng, start=EXAMPLE_5_4_STATE, sab=False):
     import gymnasium as gym
     from gymnasium.envs.toy_text.blackjack import draw_card
 
-    n = _check_n(n)
+    n = check_int(n, "n")
     target = _check_policy(target, "target")
     behavior = _check_policy(behavior, "behavior")
     _check_support(target, behavior)
@@ -433,7 +421,8 @@ def _dealer_final(rng, showing):
     return np.where(eff > 21, 0, eff), natural
 
 
-def simulate_episodes(n, target, behavior, rng, start=EXAMPLE_5_4_STATE, sab=False):
+def simulate_episodes(n, target, behavior, rng, start=EXAMPLE_5_4_STATE,
+                      sab=False) -> BlackjackEpisodes:
     r"""Vectorised NumPy simulation of :func:`gym_episodes` (same rules, same output).
 
     Loops over the decision index only. With an infinite deck the dealer's final hand is
@@ -475,9 +464,9 @@ def simulate_episodes(n, target, behavior, rng, start=EXAMPLE_5_4_STATE, sab=Fal
     >>> set(np.unique(ep.returns).tolist()) <= {-1.0, 0.0, 1.0}
     True
 
-    See :doc:`/book/weighted_is` (Figure 5.3: 100 runs of 10,000 episodes).
+    Used in :doc:`/book/weighted_is` and the ``weighted_is`` assignment.
     """
-    n = _check_n(n)
+    n = check_int(n, "n")
     target = _check_policy(target, "target")
     behavior = _check_policy(behavior, "behavior")
     _check_support(target, behavior)
@@ -654,7 +643,7 @@ def exact_value(policy, start=EXAMPLE_5_4_STATE, sab=False):
     >>> round(exact_value(mu), 7)
     -0.2528302
 
-    See :doc:`/book/weighted_is`.
+    Used in :doc:`/book/weighted_is` and the ``weighted_is`` assignment.
     """
     policy = _check_policy(policy, "policy")
 
@@ -746,7 +735,7 @@ def ordinary_is_variance(target, behavior, start=EXAMPLE_5_4_STATE, sab=False):
     >>> round(ordinary_is_variance(pi, mu) / 10_000, 7)   # MSE of ordinary IS after 10,000 episodes
     0.0010156
 
-    See :doc:`/book/weighted_is`.
+    Used in :doc:`/book/weighted_is` and the ``weighted_is`` assignment.
     """
     m = exact_second_moment(target, behavior, start, sab)
     v = exact_value(target, start, sab)

@@ -11,7 +11,8 @@ r"""Diagnostics for importance weights: effective sample size and Pareto :math:`
 
 Every function accepts log weights (``log=True``), so weights of any size never overflow.
 
-See chapter 1 (effective sample size) and chapter 4 (the variance problem).
+Used in :doc:`/book/core_idea`, :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+:doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the ``variance`` assignment.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
-from ._validation import as_float_array, check_finite, check_weights
+from ._validation import as_float_array, check_finite, check_int, check_weights
 
 __all__ = [
     "effective_sample_size",
@@ -84,7 +85,7 @@ def effective_sample_size(w, log: bool = False) -> float:
     >>> effective_sample_size([2000.0, 2000.0], log=True)
     2.0
 
-    See chapter 1 (effective sample size) and chapter 4 (the variance problem).
+    Used in :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the ``variance`` assignment.
     """
     lw = _log_weights(w, log)
     n = lw.shape[0]
@@ -123,12 +124,9 @@ def khat_threshold(n) -> float:
     0.5
     >>> khat_threshold(10_000)
     0.7
-
-    See chapter 4 (the variance problem).
     """
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
-        raise ValueError(f"n: sample size must be an integer >= 2, got {n!r}")
-    return float(min(1.0 - 1.0 / math.log10(int(n)), 0.7))
+    n = check_int(n, "n", low=2)
+    return float(min(1.0 - 1.0 / math.log10(n), 0.7))
 
 
 def _gpd_fit_zhang_stephens(x: np.ndarray) -> tuple[float, float]:
@@ -203,7 +201,8 @@ def pareto_khat(w, log: bool = False) -> float:
     The fit assumes a continuous tail. Weights on a coarse lattice with many ties in the tail
     (products of a few distinct ratios, e.g. ratios 1.2 and 0.8 over 50 steps, or the powers of two
     of Sutton & Barto's Example 5.5) can give a meaningless :math:`\hat k` (values far above 1, or
-    far below the true tail index); ArviZ gives the same numbers. Chapters 4 and 8 show both cases.
+    far below the true tail index); ArviZ gives the same numbers.
+    :doc:`The weighted importance sampling chapter </book/weighted_is>` shows such a case.
 
     Raises
     ------
@@ -221,7 +220,7 @@ def pareto_khat(w, log: bool = False) -> float:
     >>> pareto_khat(np.ones(100))
     -inf
 
-    See chapter 4 (the variance problem).
+    Used in :doc:`/book/core_idea`, :doc:`/book/weighted_is` and :doc:`/book/on_off_policy`.
     """
     lw = _log_weights(w, log)
     S = lw.shape[0]
@@ -256,6 +255,9 @@ _VERDICT_TEXT = {
 @dataclass(frozen=True)
 class WeightReport:
     """Summary of a batch of importance weights (see :func:`weight_report`).
+
+    Used in :doc:`/book/core_idea`, :doc:`/book/variance_problem`, :doc:`/book/weighted_is` and
+    :doc:`/book/on_off_policy`.
 
     Attributes
     ----------
@@ -348,20 +350,31 @@ def weight_report(w, log: bool = False) -> WeightReport:
 
     Examples
     --------
-    >>> report = weight_report([1.0] * 50)
-    >>> report.ess, report.max_share, report.khat
-    (50.0, 0.02, -inf)
-    >>> print(weight_report(np.arange(1.0, 101.0)))  # doctest: +NORMALIZE_WHITESPACE
-    Importance weight report
-      n                       100
-      ESS                     75.4
-      ESS / n                 0.754
-      largest weight's share  0.0198
-      Pareto k-hat            -0.405
-      k-hat threshold         0.500
-      verdict: reliable: k-hat is below the threshold for this sample size
+    Equal weights: every draw counts fully, and there is no tail (:math:`1 - 1/\log_{10} 50`
+    is the threshold).
 
-    See chapter 1 (effective sample size) and chapter 4 (the variance problem).
+    >>> print(weight_report([1.0] * 50))  # doctest: +NORMALIZE_WHITESPACE
+    Importance weight report
+      n                       50
+      ESS                     50.0
+      ESS / n                 1.000
+      largest weight's share  0.02
+      Pareto k-hat            -inf
+      k-hat threshold         0.411
+      verdict: reliable as far as the tail goes: the largest weights are tied, so the weights
+      have no tail (k-hat = -inf)
+
+    Bounded weights :math:`1, \dots, 100`: the ESS is :math:`5050^2 / 338350`, and the fitted
+    tail is light (:math:`\hat k < 0`, a bounded distribution).
+
+    >>> report = weight_report(np.arange(1.0, 101.0))
+    >>> bool(np.isclose(report.ess, 5050**2 / 338350)), bool(np.isclose(report.max_share, 100 / 5050))
+    (True, True)
+    >>> bool(report.khat < 0 < report.khat_threshold), report.verdict
+    (True, 'reliable: k-hat is below the threshold for this sample size')
+
+    Used in :doc:`/book/core_idea`, :doc:`/book/variance_problem`, :doc:`/book/weighted_is` and
+    :doc:`/book/on_off_policy`.
     """
     lw = _log_weights(w, log)
     n = lw.shape[0]

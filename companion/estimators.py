@@ -47,8 +47,8 @@ their padding set to 0). So the extra memory stays below the size of the inputs.
 ``benchmarks/ope_estimators.py`` measures the speed.
 
 Used in :doc:`/book/core_idea`, :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-:doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
-``estimators`` assignment.
+:doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
+:doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators`` assignment.
 """
 
 from __future__ import annotations
@@ -114,8 +114,10 @@ class Estimate:
     >>> float(e), round(e.estimate - 2 * e.stderr, 2)
     (1.5, 1.0)
 
-    Returned by every estimator of this module; chapters read its fields from
-    :doc:`/book/core_idea` on.
+    Returned by every estimator of this module. Used in :doc:`/book/core_idea`,
+    :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`, :doc:`/book/per_step_weights`,
+    :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`, :doc:`/book/marginalized_is`,
+    :doc:`/book/confidence` and the ``estimators`` assignment.
     """
 
     estimate: float
@@ -270,7 +272,7 @@ def ordinary_is(f, w, *, log: bool = False) -> Estimate:
     >>> round(ordinary_is([1.0, 2.0], [0.5, 1.5]).estimate, 3)
     1.75
 
-    Used in :doc:`/book/core_idea`.
+    Used in :doc:`/book/core_idea` and the ``estimators`` assignment.
     """
     fv = as_float_array(f, "f", ndim=1)
     check_finite(fv, "f")
@@ -323,7 +325,7 @@ def weighted_is(f, w, *, log: bool = False) -> Estimate:
     >>> round(weighted_is([1.0, 2.0], [5000.0, 5000.0 + np.log(3.0)], log=True).estimate, 6)
     1.75
 
-    Used in :doc:`/book/core_idea`.
+    Used in :doc:`/book/core_idea` and the ``estimators`` assignment.
     """
     fv = as_float_array(f, "f", ndim=1)
     check_finite(fv, "f")
@@ -385,8 +387,8 @@ def trajectory_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimate:
     ([4.0, 0.25], 2.125)
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
-    ``estimators`` assignment.
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
+    :doc:`/book/confidence` and the ``estimators`` assignment.
     """
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
     G, log_w = _returns_and_log_weights(r, lr, g, m)
@@ -441,8 +443,7 @@ def weighted_trajectory_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimat
     >>> round(weighted_trajectory_is(rewards, lr).estimate, 4)  # (4 + 0.25) / (2 + 0.25)
     1.8889
 
-    Used in :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the ``estimators``
-    assignment.
+    Used in :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and :doc:`/book/confidence`.
     """
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
     G, log_w = _returns_and_log_weights(r, lr, g, m)
@@ -506,7 +507,8 @@ def per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimate:
     ([4.0, 0.25], 2.125)
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/per_step_weights`,
-    :doc:`/book/on_off_policy` and the ``estimators`` assignment.
+    :doc:`/book/on_off_policy`, :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the
+    ``estimators`` assignment.
     """
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
     n, horizon = r.shape
@@ -576,7 +578,7 @@ def weighted_per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estim
     >>> round(weighted_per_decision_is(rewards, lr).estimate, 4)
     1.8
 
-    Used in :doc:`/book/weighted_is` and :doc:`/book/on_off_policy`.
+    Used in :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and :doc:`/book/marginalized_is`.
     """
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
     n, horizon = r.shape
@@ -663,7 +665,8 @@ def doubly_robust(rewards, log_ratios, q_hat, v_hat, gamma=1.0, mask=None) -> Es
     >>> e.terms.tolist(), e.estimate     # (0 + 1) + (0 + 2) and (-0.5 + 1) + (0 + 0.5)
     ([3.0, 1.0], 2.0)
 
-    Used in :doc:`/book/on_off_policy`, eq. (eq-onoff-dr).
+    Used in :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy` and
+    :doc:`/book/marginalized_is`; see eq. (eq-onoff-dr).
     """
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
     q = as_float_array(q_hat, "q_hat", ndim=2)

@@ -15,8 +15,10 @@ Conventions
 * The return is ``G = sum_t gamma^t r_t`` and ``J(pi) = E_pi[G]`` with ``s_0 ~ initial``.
 * Entering a terminal state ends the episode: terminal states have value 0 and are never acted in.
 
-See chapters 3 to 5 (trajectory weights, the variance problem, per-decision weights and the
-surrogate).
+Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+:doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
+:doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators``, ``offpolicy_gradient``
+and ``traces`` assignments.
 """
 
 from __future__ import annotations
@@ -25,7 +27,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import check_gamma
+from ._validation import (
+    check_distribution,
+    check_gamma,
+    check_int,
+    check_optional_int,
+    check_policy,
+    check_positive,
+    check_unit_interval,
+    finite_array,
+)
 
 __all__ = [
     "TabularMDP",
@@ -42,62 +53,7 @@ __all__ = [
     "policy_quantities",
     "policy_gradient_exact",
     "sample_trajectories",
-    "sutton_barto_one_state_mdp",
-    "sutton_barto_one_state_policies",
 ]
-
-_ATOL = 1e-8
-
-
-# ---------------------------------------------------------------------------------------------
-# validation helpers (local, so this module does not depend on the core helper's private module)
-# ---------------------------------------------------------------------------------------------
-def _finite_array(x, name, ndim=None, dtype=float):
-    try:
-        arr = np.asarray(x, dtype=dtype)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a numeric array, got {type(x).__name__}") from err
-    if ndim is not None and arr.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
-        raise ValueError(f"{name} contains NaN or inf (first at index {bad})")
-    return arr
-
-
-def _check_distribution_rows(arr, name):
-    """Entries in [0, 1] and the last axis sums to one; names the first offending index."""
-    if np.any(arr < -_ATOL) or np.any(arr > 1 + _ATOL):
-        bad = tuple(int(i) for i in np.argwhere((arr < -_ATOL) | (arr > 1 + _ATOL))[0])
-        raise ValueError(f"{name} must hold probabilities in [0, 1]; {name}{list(bad)} = {arr[bad]}")
-    sums = arr.sum(axis=-1)
-    wrong = np.abs(sums - 1.0) > 1e-6
-    if np.any(wrong):
-        bad = tuple(int(i) for i in np.argwhere(wrong)[0])
-        raise ValueError(
-            f"{name} rows must sum to 1; {name}{list(bad)} sums to {float(sums[bad]):.6g}"
-        )
-
-
-def _check_policy(pi, mdp, name="pi"):
-    """Return ``pi`` as a float array (S, A) after checking it against ``mdp``."""
-    arr = _finite_array(pi, name, ndim=2)
-    if arr.shape != (mdp.n_states, mdp.n_actions):
-        raise ValueError(
-            f"{name} must have shape (n_states, n_actions) = {(mdp.n_states, mdp.n_actions)}, "
-            f"got {arr.shape}"
-        )
-    _check_distribution_rows(arr, name)
-    return np.clip(arr, 0.0, 1.0)
-
-
-def _check_horizon(horizon):
-    if horizon is None:
-        return None
-    if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
-        raise ValueError(f"horizon must be a positive integer or None, got {horizon!r}")
-    return int(horizon)
-
 
 # ---------------------------------------------------------------------------------------------
 # the MDP type
@@ -143,7 +99,10 @@ class TabularMDP:
     >>> mdp.n_states, mdp.n_actions
     (2, 2)
 
-    See chapters 3 to 5.
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
+    :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators``,
+    ``offpolicy_gradient`` and ``traces`` assignments.
     """
 
     P: np.ndarray
@@ -153,35 +112,35 @@ class TabularMDP:
     terminal: np.ndarray | None = None
 
     def __post_init__(self):
-        P = _finite_array(self.P, "P", ndim=3)
+        P = finite_array(self.P, "P", ndim=3)
         S, A, S2 = P.shape
-        if S != S2 or S == 0 or A == 0:
-            raise ValueError(f"P must have shape (S, A, S) with S, A >= 1, got {P.shape}")
-        _check_distribution_rows(P, "P")
-        R = _finite_array(self.R, "R")
+        if S != S2:
+            raise ValueError(f"P: expected shape (S, A, S), got {P.shape}")
+        P = check_distribution(P, "P")
+        R = finite_array(self.R, "R")
         if R.shape not in ((S, A), (S, A, S)):
-            raise ValueError(f"R must have shape (S, A) = {(S, A)} or (S, A, S) = {(S, A, S)}, "
+            raise ValueError(f"R: expected shape (S, A) = {(S, A)} or (S, A, S) = {(S, A, S)}, "
                              f"got {R.shape}")
         gamma = check_gamma(self.gamma)
-        initial = _finite_array(self.initial, "initial", ndim=1)
+        initial = finite_array(self.initial, "initial", ndim=1)
         if initial.shape != (S,):
-            raise ValueError(f"initial must have shape (S,) = {(S,)}, got {initial.shape}")
-        _check_distribution_rows(initial, "initial")
+            raise ValueError(f"initial: expected shape (S,) = {(S,)}, got {initial.shape}")
+        initial = check_distribution(initial, "initial")
         if self.terminal is None:
             terminal = np.zeros(S, dtype=bool)
         else:
             terminal = np.asarray(self.terminal)
             if terminal.shape != (S,):
-                raise ValueError(f"terminal must have shape (S,) = {(S,)}, got {terminal.shape}")
+                raise ValueError(f"terminal: expected shape (S,) = {(S,)}, got {terminal.shape}")
             if terminal.dtype != bool:
                 if not np.all(np.isin(terminal, (0, 1))):
-                    raise ValueError("terminal must be boolean (or 0/1)")
+                    raise ValueError("terminal: must be boolean (or 0/1)")
                 terminal = terminal.astype(bool)
         if np.any(initial[terminal] > 0):
             s = int(np.flatnonzero(terminal & (initial > 0))[0])
-            raise ValueError(f"initial puts mass {initial[s]} on terminal state {s}")
-        for name, value in (("P", np.clip(P, 0, 1)), ("R", R), ("gamma", gamma),
-                            ("initial", np.clip(initial, 0, 1)), ("terminal", terminal)):
+            raise ValueError(f"initial: puts mass {initial[s]} on terminal state {s}")
+        for name, value in (("P", P), ("R", R), ("gamma", gamma),
+                            ("initial", initial), ("terminal", terminal)):
             if isinstance(value, np.ndarray):
                 value = value.copy()
                 value.setflags(write=False)
@@ -209,6 +168,11 @@ class TabularMDP:
 class Trajectories:
     """A batch of ``n`` episodes padded to a common length ``T``.
 
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
+    :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators`` and
+    ``offpolicy_gradient`` assignments.
+
     Attributes
     ----------
     states, actions : ndarray of int, shape (n, T)
@@ -223,8 +187,6 @@ class Trajectories:
         True on real steps; padding is a suffix.
     terminated : ndarray of bool, shape (n,)
         True if the episode entered a terminal state within the horizon (else it was truncated).
-
-    See chapter 3 (trajectory weights).
     """
 
     states: np.ndarray
@@ -255,7 +217,7 @@ class Trajectories:
             If the batch was sampled without a target policy.
         """
         if self.logp_target is None:
-            raise ValueError("log_rho needs logp_target: pass target= to sample_trajectories")
+            raise ValueError("logp_target: log_rho needs it; pass target= to sample_trajectories")
         with np.errstate(invalid="ignore"):
             out = self.logp_target - self.logp_behavior
         return np.where(self.mask, out, 0.0)
@@ -269,6 +231,8 @@ class PolicyQuantities:
     ``occupancy`` None. For a finite horizon ``H`` they are indexed by time: ``V`` (H + 1, S) with
     ``V[H] = 0``, ``Q`` and ``A`` (H, S, A) where ``Q[t]`` has ``H - t`` steps to go, and
     ``occupancy`` (H, S) with ``occupancy[t, s] = Pr(s_t = s, episode not ended)``.
+
+    Used in :doc:`/book/per_step_weights` and :doc:`/book/marginalized_is`.
 
     Attributes
     ----------
@@ -295,7 +259,7 @@ class PolicyQuantities:
 # constructors and policies
 # ---------------------------------------------------------------------------------------------
 def random_mdp(n_states, n_actions, rng, gamma=0.9, *, alpha=1.0, reward_scale=1.0,
-               n_terminal=0):
+               n_terminal=0) -> TabularMDP:
     r"""A random tabular MDP for testing estimators.
 
     .. math::
@@ -334,17 +298,16 @@ def random_mdp(n_states, n_actions, rng, gamma=0.9, *, alpha=1.0, reward_scale=1
     >>> mdp.P.shape, mdp.R.shape, round(float(mdp.P[0, 0].sum()), 6)
     ((4, 2, 4), (4, 2), 1.0)
 
-    See chapter 5 (per-decision weights and the surrogate).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy`, :doc:`/book/marginalized_is`,
+    :doc:`/book/confidence` and the ``estimators``, ``offpolicy_gradient`` and ``traces``
+    assignments.
     """
-    for name, value in (("n_states", n_states), ("n_actions", n_actions)):
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not alpha > 0:
-        raise ValueError(f"alpha must be positive, got {alpha}")
-    if int(n_terminal) != n_terminal or not 0 <= n_terminal < n_states:
-        raise ValueError(f"n_terminal must be an integer in [0, n_states), got {n_terminal}")
+    S, A = check_int(n_states, "n_states"), check_int(n_actions, "n_actions")
+    alpha = check_positive(alpha, "alpha")
+    if check_int(n_terminal, "n_terminal", low=0) >= S:
+        raise ValueError(f"n_terminal: must be less than n_states = {S}, got {n_terminal!r}")
     rng = np.random.default_rng(rng)
-    S, A = int(n_states), int(n_actions)
     P = rng.dirichlet(np.full(S, float(alpha)), size=(S, A))
     R = rng.uniform(0.0, reward_scale, size=(S, A))
     terminal = np.zeros(S, dtype=bool)
@@ -383,9 +346,12 @@ def softmax_policy(logits):
     array([[0.5 , 0.5 ],
            [0.25, 0.75]])
 
-    See chapter 2 (why policy gradients need importance sampling).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy`, :doc:`/book/marginalized_is`,
+    :doc:`/book/confidence` and the ``estimators``, ``offpolicy_gradient`` and ``traces``
+    assignments.
     """
-    theta = _finite_array(logits, "logits", ndim=2)
+    theta = finite_array(logits, "logits", ndim=2)
     z = np.exp(theta - theta.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
 
@@ -416,12 +382,12 @@ def uniform_policy(n_states, n_actions):
     >>> uniform_policy(2, 4)[0]
     array([0.25, 0.25, 0.25, 0.25])
 
-    See chapter 3.
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/on_off_policy`,
+    :doc:`/book/marginalized_is` and the ``estimators``, ``offpolicy_gradient`` and ``traces``
+    assignments.
     """
-    for name, value in (("n_states", n_states), ("n_actions", n_actions)):
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return np.full((int(n_states), int(n_actions)), 1.0 / int(n_actions))
+    S, A = check_int(n_states, "n_states"), check_int(n_actions, "n_actions")
+    return np.full((S, A), 1.0 / A)
 
 
 def mix_policies(pi, mu, alpha):
@@ -452,17 +418,15 @@ def mix_policies(pi, mu, alpha):
     >>> mix_policies([[1.0, 0.0]], [[0.0, 1.0]], 0.25)
     array([[0.75, 0.25]])
 
-    See chapter 5 (the surrogate objective).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem` and
+    :doc:`/book/on_off_policy`.
     """
-    p = _finite_array(pi, "pi", ndim=2)
-    m = _finite_array(mu, "mu", ndim=2)
+    p = check_distribution(finite_array(pi, "pi", ndim=2), "pi")
+    m = finite_array(mu, "mu", ndim=2)
     if p.shape != m.shape:
-        raise ValueError(f"pi and mu must have the same shape, got {p.shape} and {m.shape}")
-    _check_distribution_rows(p, "pi")
-    _check_distribution_rows(m, "mu")
-    alpha = float(alpha)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise ValueError(f"mu: shape {m.shape} does not match pi's shape {p.shape}")
+    m = check_distribution(m, "mu")
+    alpha = check_unit_interval(alpha, "alpha")
     return (1.0 - alpha) * p + alpha * m
 
 
@@ -485,7 +449,7 @@ def _solve_infinite(mdp, pi):
     M = np.eye(mdp.n_states) - mdp.gamma * P_pi
     if np.linalg.cond(M) > 1e12:
         raise ValueError(
-            "the policy's return is not finite: with gamma = 1 and no horizon, terminal states must "
+            "pi: the return is not finite: with gamma = 1 and no horizon, terminal states must "
             "be reached with probability 1 (pass horizon= or use gamma < 1)"
         )
     V = np.linalg.solve(M, r_pi)
@@ -513,7 +477,7 @@ def _solve_finite(mdp, pi, H):
     return V, Q, d, occ
 
 
-def policy_quantities(mdp, pi, horizon=None):
+def policy_quantities(mdp, pi, horizon=None) -> PolicyQuantities:
     r"""Exact ``J``, ``V^pi``, ``Q^pi``, ``A^pi`` and discounted visitation ``d^pi``.
 
     Infinite horizon (``horizon=None``): with :math:`P_\pi` and :math:`r_\pi` restricted to
@@ -552,16 +516,17 @@ def policy_quantities(mdp, pi, horizon=None):
 
     Examples
     --------
+    >>> from companion.one_state import sutton_barto_one_state_mdp, sutton_barto_one_state_policies
     >>> mdp = sutton_barto_one_state_mdp()
     >>> pi, mu = sutton_barto_one_state_policies()
     >>> q = policy_quantities(mdp, pi)
     >>> round(q.J, 6), q.Q[0].round(6).tolist()
     (1.0, [1.0, 0.0])
 
-    See chapters 3 to 5.
+    Used in :doc:`/book/per_step_weights` and :doc:`/book/marginalized_is`.
     """
-    pi = _check_policy(pi, mdp)
-    H = _check_horizon(horizon)
+    pi = check_policy(pi, (mdp.n_states, mdp.n_actions), "pi")
+    H = check_optional_int(horizon, "horizon")
     if H is None:
         V, Q, d = _solve_infinite(mdp, pi)
         occ = None
@@ -600,6 +565,7 @@ def policy_value(mdp, pi, horizon=None):
 
     Examples
     --------
+    >>> from companion.one_state import sutton_barto_one_state_mdp, sutton_barto_one_state_policies
     >>> mdp = sutton_barto_one_state_mdp()
     >>> pi, mu = sutton_barto_one_state_policies()
     >>> round(policy_value(mdp, pi), 6), round(policy_value(mdp, mu), 6)
@@ -607,7 +573,9 @@ def policy_value(mdp, pi, horizon=None):
     >>> round(policy_value(mdp, pi, horizon=1), 6)
     0.1
 
-    See chapter 3 (trajectory weights).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
+    :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators`` assignment.
     """
     return policy_quantities(mdp, pi, horizon).J
 
@@ -637,11 +605,12 @@ def state_values(mdp, pi, horizon=None):
 
     Examples
     --------
+    >>> from companion.one_state import sutton_barto_one_state_mdp, sutton_barto_one_state_policies
     >>> mdp = sutton_barto_one_state_mdp()
     >>> state_values(mdp, sutton_barto_one_state_policies()[0]).round(6)
     array([1., 0.])
 
-    See chapter 3.
+    Used in :doc:`/book/on_off_policy` and the ``traces`` assignment.
     """
     q = policy_quantities(mdp, pi, horizon)
     return q.V if horizon is None else q.V[0]
@@ -672,12 +641,13 @@ def q_values(mdp, pi, horizon=None):
 
     Examples
     --------
+    >>> from companion.one_state import sutton_barto_one_state_mdp, sutton_barto_one_state_policies
     >>> mdp = sutton_barto_one_state_mdp()
     >>> pi, mu = sutton_barto_one_state_policies()
     >>> q_values(mdp, mu)[0].round(6)
     array([0.181818, 0.      ])
 
-    See chapter 5.
+    Used in :doc:`/book/on_off_policy` and the ``traces`` assignment.
     """
     q = policy_quantities(mdp, pi, horizon)
     return q.Q if horizon is None else q.Q[0]
@@ -710,12 +680,13 @@ def discounted_visitation(mdp, pi, horizon=None, normalize=False):
 
     Examples
     --------
+    >>> from companion.one_state import sutton_barto_one_state_mdp, sutton_barto_one_state_policies
     >>> mdp = sutton_barto_one_state_mdp()
     >>> pi, mu = sutton_barto_one_state_policies()
     >>> discounted_visitation(mdp, pi).round(6)   # expected number of visits: 1 / 0.1
     array([10.,  0.])
 
-    See chapter 5 (the surrogate objective).
+    Used in :doc:`/book/per_step_weights` and :doc:`/book/marginalized_is`.
     """
     d = policy_quantities(mdp, pi, horizon).d
     return d / d.sum() if normalize else d
@@ -752,17 +723,19 @@ def policy_gradient_exact(mdp, logits, horizon=None):
 
     Examples
     --------
+    >>> from companion.one_state import sutton_barto_one_state_mdp
     >>> mdp = sutton_barto_one_state_mdp()
     >>> policy_gradient_exact(mdp, np.zeros((2, 2))).round(4)
     array([[ 0.0826, -0.0826],
            [ 0.    ,  0.    ]])
 
-    See chapter 3 (the off-policy policy gradient).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/per_step_weights`, :doc:`/book/confidence`
+    and the ``offpolicy_gradient`` assignment.
     """
     pi = softmax_policy(logits)
     if pi.shape != (mdp.n_states, mdp.n_actions):
-        raise ValueError(f"logits must have shape {(mdp.n_states, mdp.n_actions)}, got {pi.shape}")
-    H = _check_horizon(horizon)
+        raise ValueError(f"logits: expected shape {(mdp.n_states, mdp.n_actions)}, got {pi.shape}")
+    H = check_optional_int(horizon, "horizon")
     q = policy_quantities(mdp, pi, H)
     if H is None:
         return q.d[:, None] * pi * q.A
@@ -781,7 +754,7 @@ def _categorical(rng, probs):
     return np.minimum(idx, probs.shape[1] - 1)
 
 
-def sample_trajectories(mdp, behavior, n, horizon, rng, target=None):
+def sample_trajectories(mdp, behavior, n, horizon, rng, target=None) -> Trajectories:
     r"""Sample ``n`` episodes of a behaviour policy, vectorised over episodes.
 
     .. math::
@@ -817,22 +790,23 @@ def sample_trajectories(mdp, behavior, n, horizon, rng, target=None):
 
     Examples
     --------
+    >>> from companion.one_state import sutton_barto_one_state_mdp, sutton_barto_one_state_policies
     >>> mdp = sutton_barto_one_state_mdp()
     >>> pi, mu = sutton_barto_one_state_policies()
     >>> traj = sample_trajectories(mdp, mu, n=4, horizon=5, rng=0, target=pi)
     >>> traj.states.shape, traj.mask.dtype, bool(np.all(traj.mask[:, 0]))
     ((4, 5), dtype('bool'), True)
 
-    See chapter 3 (trajectory weights).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
+    :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators`` and
+    ``offpolicy_gradient`` assignments.
     """
-    mu = _check_policy(behavior, mdp, "behavior")
-    pi = None if target is None else _check_policy(target, mdp, "target")
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    H = _check_horizon(horizon)
-    if H is None:
-        raise ValueError("horizon must be a positive integer (sampling needs a maximum length)")
-    n = int(n)
+    shape = (mdp.n_states, mdp.n_actions)
+    mu = check_policy(behavior, shape, "behavior")
+    pi = None if target is None else check_policy(target, shape, "target")
+    n = check_int(n, "n")
+    H = check_int(horizon, "horizon")  # sampling needs a maximum length
     rng = np.random.default_rng(rng)
     states = np.zeros((n, H), dtype=np.int64)
     actions = np.zeros((n, H), dtype=np.int64)
@@ -863,67 +837,3 @@ def sample_trajectories(mdp, behavior, n, horizon, rng, target=None):
         s[idx] = s_next
         alive[idx] = ~mdp.terminal[s_next]
     return Trajectories(states, actions, rewards, logp_b, logp_t, mask, terminated=~alive)
-
-
-# ---------------------------------------------------------------------------------------------
-# Sutton & Barto, Example 5.5
-# ---------------------------------------------------------------------------------------------
-def sutton_barto_one_state_mdp():
-    r"""The one-state MDP of Sutton & Barto (2018), Example 5.5 (infinite variance of ordinary IS).
-
-    State 0 is the only non-terminal state, state 1 is terminal. Action 0 (*left*) returns to state 0
-    with probability 0.9 (reward 0) and terminates with probability 0.1 (reward +1); action 1
-    (*right*) terminates with reward 0. No discount:
-
-    .. math::
-
-        v_\pi(s) = 0.1 + 0.9\, v_\pi(s) = 1 \quad \text{for } \pi = \text{always left}.
-
-    Rewards are given per transition (``R`` has shape (2, 2, 2)) so that sampled returns are 0 or 1
-    as in the book, not the expected reward 0.1 per step.
-
-    Returns
-    -------
-    TabularMDP
-        ``gamma = 1``, ``initial = [1, 0]``, ``terminal = [False, True]``.
-
-    Examples
-    --------
-    >>> mdp = sutton_barto_one_state_mdp()
-    >>> mdp.P[0].tolist(), float(mdp.R[0, 0, 1])
-    ([[0.9, 0.1], [0.0, 1.0]], 1.0)
-
-    See chapter 8 (weighted importance sampling and infinite variance).
-    """
-    P = np.zeros((2, 2, 2))
-    P[0, 0] = [0.9, 0.1]
-    P[0, 1] = [0.0, 1.0]
-    P[1, :, 1] = 1.0
-    R = np.zeros((2, 2, 2))
-    R[0, 0, 1] = 1.0
-    return TabularMDP(P, R, gamma=1.0, initial=[1.0, 0.0], terminal=[False, True])
-
-
-def sutton_barto_one_state_policies():
-    r"""Target and behaviour policies of Sutton & Barto's Example 5.5.
-
-    .. math::
-
-        \pi(\text{left} \mid s) = 1, \qquad \mu(\text{left} \mid s) = \mu(\text{right} \mid s) = 1/2.
-
-    Returns
-    -------
-    pi, mu : ndarray, shape (2, 2)
-        Rows for the terminal state are set to the same distributions (never used).
-
-    Examples
-    --------
-    >>> pi, mu = sutton_barto_one_state_policies()
-    >>> pi[0].tolist(), mu[0].tolist()
-    ([1.0, 0.0], [0.5, 0.5])
-
-    See chapter 8.
-    """
-    pi = np.array([[1.0, 0.0], [1.0, 0.0]])
-    mu = np.full((2, 2), 0.5)
-    return pi, mu

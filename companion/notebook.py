@@ -7,6 +7,8 @@ Colab, Binder or a bare JupyterLab does not have it, and must not need it: there
 prints the value instead, so the notebook still runs top to bottom and shows every number it
 states. (The notebooks offered for download carry the values of the book's own run written into
 their text.)
+
+Used in every chapter.
 """
 
 from __future__ import annotations

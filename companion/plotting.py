@@ -1,8 +1,8 @@
-"""The course's one matplotlib style.
+"""The course's one matplotlib style, used in every chapter.
 
-Every chapter calls :func:`use_course_style` in its first code cell, so that all figures share readable
-fonts, a colour-blind-safe palette (Okabe & Ito), light grids and a resolution that stays sharp on
-high-density screens.
+Each chapter calls :func:`use_course_style` in its first code cell, so that all figures share
+readable fonts, a colour-blind-safe palette (Okabe & Ito), light grids and a resolution that stays
+sharp on high-density screens.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from __future__ import annotations
 import matplotlib as mpl
 from cycler import cycler
 
-__all__ = ["PALETTE", "use_course_style", "style_rc"]
+__all__ = ["PALETTE", "use_course_style"]
 
-#: Okabe-Ito colour-blind-safe palette (black omitted; it is kept for reference lines).
 PALETTE = (
     "#0072B2",  # blue
     "#E69F00",  # orange
@@ -22,14 +21,19 @@ PALETTE = (
     "#56B4E9",  # sky blue
     "#F0E442",  # yellow
 )
+"""The Okabe-Ito colour-blind-safe palette, the colours of every figure (black omitted; it is kept
+for reference lines). Used in :doc:`/book/core_idea`, :doc:`/book/why_rl`,
+:doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`, :doc:`/book/trpo`,
+:doc:`/book/weighted_is`, :doc:`/book/on_off_policy`, :doc:`/book/marginalized_is` and
+:doc:`/book/confidence`."""
 
 
-def style_rc() -> dict:
+def _style_rc() -> dict:
     """Return the rcParams of the course style (without applying them).
 
     Examples
     --------
-    >>> rc = style_rc()
+    >>> rc = _style_rc()
     >>> rc["figure.figsize"]
     (6.4, 3.6)
     """
@@ -68,8 +72,10 @@ def use_course_style() -> None:
     >>> import matplotlib as mpl
     >>> mpl.rcParams["axes.spines.top"]
     False
+
+    Used in every chapter.
     """
-    mpl.rcParams.update(style_rc())
+    mpl.rcParams.update(_style_rc())
     try:  # inside Jupyter: PNG at twice the pixel density, sharp on high-density screens
         from IPython import get_ipython
 

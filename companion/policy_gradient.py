@@ -22,8 +22,8 @@ With the return from time :math:`t` of the notation page, :math:`G_t = \sum_{t' 
 :math:`\gamma^t G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'}`; and
 :math:`\rho_{0:t} = \prod_{k \le t} \pi(a_k|s_k) / \mu(a_k|s_k)` is the prefix weight.
 
-See :doc:`/book/why_rl` (policy gradients), :doc:`/book/trajectory_weights` (the off-policy
-policy gradient) and :doc:`/book/per_step_weights` (per-decision weights and the surrogate).
+Used in :doc:`/book/why_rl`, :doc:`/book/trajectory_weights`, :doc:`/book/per_step_weights`,
+:doc:`/book/on_off_policy` and the ``offpolicy_gradient`` assignment.
 """
 
 from __future__ import annotations
@@ -32,25 +32,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import check_gamma
-from .mdp import (
-    TabularMDP,
-    Trajectories,
-    _check_horizon,
-    _check_policy,
-    _finite_array,
-    policy_quantities,
-    softmax_policy,
+from ._validation import (
+    check_gamma,
+    check_instance,
+    check_mask,
+    check_optional_int,
+    check_policy,
 )
+from .mdp import TabularMDP, Trajectories, policy_quantities, softmax_policy
 
 __all__ = [
     "GradientEstimate",
     "score_function",
-    "reinforce_gradient",
     "prefix_weighted_gradient",
     "per_decision_gradient",
     "trajectory_is_gradient",
-    "surrogate_gradient",
     "surrogate_objective",
     "surrogate_gradient_exact",
     "prefix_weighted_gradient_expectation",
@@ -60,6 +56,9 @@ __all__ = [
 @dataclass(frozen=True, eq=False)
 class GradientEstimate:
     """A Monte Carlo estimate of a gradient with respect to (S, A) logits.
+
+    Used in :doc:`/book/why_rl`, :doc:`/book/trajectory_weights` and the ``offpolicy_gradient``
+    assignment.
 
     Attributes
     ----------
@@ -90,30 +89,25 @@ class GradientEstimate:
 # helpers
 # ---------------------------------------------------------------------------------------------
 def _check_traj(traj, logits, gamma):
-    if not isinstance(traj, Trajectories):
-        raise ValueError(f"traj must be a companion.mdp.Trajectories, got {type(traj).__name__}")
+    check_instance(traj, Trajectories, "traj")
     pi = softmax_policy(logits)
     S, A = pi.shape
     if traj.n < 1:
-        raise ValueError("traj is an empty batch")
-    mask = traj.mask
+        raise ValueError("traj: empty batch")
+    mask = check_mask(traj.mask, traj.states.shape, "traj.mask")
     if np.any(traj.states[mask] >= S) or np.any(traj.states[mask] < 0):
-        raise ValueError(f"traj.states holds a state outside [0, {S}) for logits of shape {pi.shape}")
+        raise ValueError(f"traj.states: a state outside [0, {S}) for logits of shape {pi.shape}")
     if np.any(traj.actions[mask] >= A) or np.any(traj.actions[mask] < 0):
-        raise ValueError(f"traj.actions holds an action outside [0, {A}) for logits of shape "
-                         f"{pi.shape}")
-    if np.any(mask[:, 1:] & ~mask[:, :-1]):
-        i = int(np.argwhere(mask[:, 1:] & ~mask[:, :-1])[0, 0])
-        raise ValueError(f"traj.mask: padding must be a suffix (trajectory {i})")
+        raise ValueError(f"traj.actions: an action outside [0, {A}) for logits of shape {pi.shape}")
     gamma = check_gamma(gamma)
     lb = traj.logp_behavior
     if not np.all(np.isfinite(lb[mask])):
         i, t = (int(x) for x in np.argwhere(mask & ~np.isfinite(lb))[0])
-        raise ValueError(f"traj.logp_behavior is not finite at trajectory {i}, step {t}: the "
+        raise ValueError(f"traj.logp_behavior: not finite at trajectory {i}, step {t}: the "
                          "behaviour gave probability 0 to an action it took")
     if not np.all(np.isfinite(traj.rewards[mask])):
         i, t = (int(x) for x in np.argwhere(mask & ~np.isfinite(traj.rewards))[0])
-        raise ValueError(f"traj.rewards is NaN or inf at trajectory {i}, step {t}")
+        raise ValueError(f"traj.rewards: NaN or inf at trajectory {i}, step {t}")
     return pi, gamma
 
 
@@ -127,7 +121,8 @@ def _prefix_rho(pi, traj):
     cum = np.cumsum(log_rho, axis=1)
     if np.any(cum[traj.mask] > 700.0):
         i, t = (int(x) for x in np.argwhere(traj.mask & (cum > 700.0))[0])
-        raise ValueError(f"the prefix weight rho_0:t overflows float64 at trajectory {i}, step {t}")
+        raise ValueError(f"logits: the prefix weight rho_0:t overflows float64 at trajectory {i}, "
+                         f"step {t}")
     return np.where(traj.mask, np.exp(cum), 0.0)
 
 
@@ -193,20 +188,19 @@ def score_function(logits, states, actions):
     array([[ 0. ,  0. ],
            [ 0.5, -0.5]])
 
-    See :doc:`/book/why_rl`.
+    Used in the ``offpolicy_gradient`` assignment.
     """
     pi = softmax_policy(logits)
     S, A = pi.shape
     s = np.asarray(states)
     a = np.asarray(actions)
     if s.shape != a.shape:
-        raise ValueError(f"states and actions must have the same shape, got {s.shape} and {a.shape}")
-    if not (np.issubdtype(s.dtype, np.integer) and np.issubdtype(a.dtype, np.integer)):
-        raise ValueError("states and actions must be integer arrays")
-    if np.any((s < 0) | (s >= S)):
-        raise ValueError(f"states must lie in [0, {S})")
-    if np.any((a < 0) | (a >= A)):
-        raise ValueError(f"actions must lie in [0, {A})")
+        raise ValueError(f"actions: shape {a.shape} does not match states' shape {s.shape}")
+    for arr, name, size in ((s, "states", S), (a, "actions", A)):
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"{name}: must be an integer array, got dtype {arr.dtype}")
+        if np.any((arr < 0) | (arr >= size)):
+            raise ValueError(f"{name}: must lie in [0, {size}) for logits of shape {(S, A)}")
     out = np.zeros(s.shape + (S, A))
     flat = out.reshape(-1, S, A)
     k = np.arange(flat.shape[0])
@@ -216,62 +210,7 @@ def score_function(logits, states, actions):
     return out
 
 
-def reinforce_gradient(traj, logits, gamma, *, check_on_policy=True):
-    r"""On-policy REINFORCE with reward-to-go.
-
-    .. math::
-
-        \hat g = \frac1n \sum_{i=1}^n \sum_t \nabla \log \pi(a^i_t \mid s^i_t)\,
-                 \gamma^t G^i_t, \qquad
-        \gamma^t G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'}.
-
-    Unbiased for :math:`\nabla J(\pi)` when the episodes were drawn from :math:`\pi` itself.
-
-    Parameters
-    ----------
-    traj : Trajectories
-        Episodes (n, T), ideally sampled from ``pi``.
-    logits : array_like, shape (S, A)
-        Logits of ``pi``.
-    gamma : float
-        Discount in [0, 1].
-    check_on_policy : bool, default True
-        Raise if ``traj.logp_behavior`` differs from ``log pi`` on some step (set False to
-        demonstrate what goes wrong on off-policy data).
-
-    Returns
-    -------
-    GradientEstimate
-
-    Raises
-    ------
-    ValueError
-        On malformed trajectories, or off-policy data when ``check_on_policy`` is True.
-
-    Examples
-    --------
-    >>> from companion.mdp import random_mdp, sample_trajectories, softmax_policy
-    >>> mdp = random_mdp(3, 2, rng=0)
-    >>> logits = np.zeros((3, 2))
-    >>> traj = sample_trajectories(mdp, softmax_policy(logits), n=100, horizon=4, rng=1)
-    >>> reinforce_gradient(traj, logits, gamma=mdp.gamma).terms.shape
-    (100, 3, 2)
-
-    See :doc:`/book/why_rl`.
-    """
-    pi, gamma = _check_traj(traj, logits, gamma)
-    if check_on_policy:
-        diff = np.abs(_log_pi(pi, traj) - traj.logp_behavior)
-        if np.any(diff[traj.mask] > 1e-8):
-            i, t = (int(x) for x in np.argwhere(traj.mask & (diff > 1e-8))[0])
-            raise ValueError(f"traj was not sampled from pi: log-probabilities differ at trajectory "
-                             f"{i}, step {t} (pass check_on_policy=False to allow this)")
-    coef = _reward_to_go(_discounted_rewards(traj, gamma))
-    return GradientEstimate.from_terms(
-        _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
-
-
-def prefix_weighted_gradient(traj, logits, gamma):
+def prefix_weighted_gradient(traj, logits, gamma) -> GradientEstimate:
     r"""Prefix-weighted reward-to-go: the prefix weight up to the action times the *behaviour's*
     reward-to-go.
 
@@ -323,7 +262,7 @@ def prefix_weighted_gradient(traj, logits, gamma):
         _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
 
 
-def per_decision_gradient(traj, logits, gamma):
+def per_decision_gradient(traj, logits, gamma) -> GradientEstimate:
     r"""Unbiased per-decision off-policy gradient: each reward weighted by its own prefix.
 
     .. math::
@@ -358,7 +297,7 @@ def per_decision_gradient(traj, logits, gamma):
     >>> bool(np.allclose(g.estimate.sum(axis=1), 0.0))
     True
 
-    See :doc:`/book/trajectory_weights` and :doc:`/book/per_step_weights`.
+    Used in :doc:`/book/trajectory_weights` and the ``offpolicy_gradient`` assignment.
     """
     pi, gamma = _check_traj(traj, logits, gamma)
     coef = _reward_to_go(_prefix_rho(pi, traj) * _discounted_rewards(traj, gamma))
@@ -366,7 +305,7 @@ def per_decision_gradient(traj, logits, gamma):
         _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
 
 
-def trajectory_is_gradient(traj, logits, gamma):
+def trajectory_is_gradient(traj, logits, gamma) -> GradientEstimate:
     r"""Full-trajectory importance-sampled policy gradient.
 
     .. math::
@@ -375,7 +314,7 @@ def trajectory_is_gradient(traj, logits, gamma):
                  \gamma^t G^i_t, \qquad \gamma^t G_t = \sum_{t' \ge t} \gamma^{t'} r_{t'} .
 
     Unbiased, with a variance that grows with the length of the episode
-    (:doc:`/book/variance_problem`).
+    (:doc:`the variance problem </book/variance_problem>`).
 
     Parameters
     ----------
@@ -400,7 +339,7 @@ def trajectory_is_gradient(traj, logits, gamma):
     >>> trajectory_is_gradient(traj, np.zeros((3, 2)), mdp.gamma).n
     50
 
-    See :doc:`/book/trajectory_weights`.
+    Used in :doc:`/book/trajectory_weights`.
     """
     pi, gamma = _check_traj(traj, logits, gamma)
     rho = _prefix_rho(pi, traj)
@@ -409,92 +348,6 @@ def trajectory_is_gradient(traj, logits, gamma):
     coef = w[:, None] * _reward_to_go(_discounted_rewards(traj, gamma))
     return GradientEstimate.from_terms(
         _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
-
-
-def _advantage_per_step(traj, advantages, advantage_table):
-    if (advantages is None) == (advantage_table is None):
-        raise ValueError("pass exactly one of advantages (n, T) or advantage_table "
-                         "((S, A) or (T, S, A))")
-    if advantages is not None:
-        adv = np.asarray(advantages, dtype=float)
-        if adv.shape != traj.states.shape:
-            raise ValueError(f"advantages must have shape (n, T) = {traj.states.shape}, "
-                             f"got {adv.shape}")
-        if not np.all(np.isfinite(adv[traj.mask])):
-            i, t = (int(x) for x in np.argwhere(traj.mask & ~np.isfinite(adv))[0])
-            raise ValueError(f"advantages is NaN or inf at trajectory {i}, step {t}")
-        return np.where(traj.mask, adv, 0.0)
-    table = _finite_array(advantage_table, "advantage_table")
-    if table.ndim == 2:
-        return np.where(traj.mask, table[traj.states, traj.actions], 0.0)
-    if table.ndim == 3:
-        if table.shape[0] < traj.horizon:
-            raise ValueError(f"advantage_table has {table.shape[0]} time steps, traj needs "
-                             f"{traj.horizon}")
-        t = np.broadcast_to(np.arange(traj.horizon), traj.states.shape)
-        return np.where(traj.mask, table[t, traj.states, traj.actions], 0.0)
-    raise ValueError(f"advantage_table must have shape (S, A) or (T, S, A), got {table.shape}")
-
-
-def surrogate_gradient(traj, logits, gamma, *, advantages=None, advantage_table=None):
-    r"""Single-step surrogate gradient (CPI / TRPO / PPO): one ratio per step, behaviour advantage.
-
-    .. math::
-
-        \hat g = \frac1n \sum_i \sum_t \gamma^t\, \rho^i_t\, \nabla \log \pi(a^i_t \mid s^i_t)\,
-                 A^\mu_t(s^i_t, a^i_t), \qquad \rho_t = \frac{\pi(a_t|s_t)}{\mu(a_t|s_t)} .
-
-    Unbiased for the gradient of the local approximation :func:`surrogate_objective`
-    :math:`L_\mu(\pi)`, **not** of :math:`J(\pi)`: states are still visited as under :math:`\mu`.
-    The two gradients agree at :math:`\pi = \mu`. (Practical PPO/TRPO code also drops
-    :math:`\gamma^t`.)
-
-    Parameters
-    ----------
-    traj : Trajectories
-        Episodes from ``mu``.
-    logits : array_like, shape (S, A)
-        Logits of ``pi``.
-    gamma : float
-    advantages : array_like, shape (n, T), optional
-        Per-step advantage estimates (e.g. from GAE).
-    advantage_table : array_like, shape (S, A) or (T, S, A), optional
-        Exact advantages ``A^mu`` (``policy_quantities(mdp, mu, horizon).A``); time-indexed for a
-        finite horizon. Exactly one of ``advantages`` / ``advantage_table`` is required.
-
-    Returns
-    -------
-    GradientEstimate
-
-    Raises
-    ------
-    ValueError
-        On malformed trajectories, missing or badly shaped advantages.
-
-    Examples
-    --------
-    >>> from companion.mdp import random_mdp, sample_trajectories, uniform_policy, policy_quantities
-    >>> mdp = random_mdp(3, 2, rng=0)
-    >>> mu = uniform_policy(3, 2)
-    >>> A_mu = policy_quantities(mdp, mu, horizon=4).A
-    >>> traj = sample_trajectories(mdp, mu, n=50, horizon=4, rng=1)
-    >>> surrogate_gradient(traj, np.zeros((3, 2)), mdp.gamma, advantage_table=A_mu).n
-    50
-
-    The estimator behind the surrogate of :doc:`/book/per_step_weights`; used in
-    :doc:`/book/on_off_policy`.
-    """
-    pi, gamma = _check_traj(traj, logits, gamma)
-    adv = _advantage_per_step(traj, advantages, advantage_table)
-    rho_t = np.where(traj.mask, np.exp(_log_pi(pi, traj) - traj.logp_behavior), 0.0)
-    coef = (gamma ** np.arange(traj.horizon)) * rho_t * adv
-    return GradientEstimate.from_terms(
-        _accumulate_score(pi, traj.states, traj.actions, coef, traj.mask))
-
-
-def _check_mdp(mdp):
-    if not isinstance(mdp, TabularMDP):
-        raise ValueError(f"mdp must be a companion.mdp.TabularMDP, got {type(mdp).__name__}")
 
 
 def _weighted_by_time(mdp, pi, qmu, H, values):
@@ -542,12 +395,13 @@ def surrogate_objective(mdp, pi, mu, horizon=None):
     >>> bool(np.isclose(surrogate_objective(mdp, mu, mu), policy_value(mdp, mu)))
     True
 
-    Used in :doc:`/book/per_step_weights` (the surrogate objective, eq. (eq-perstep-surrogate)).
+    Used in :doc:`/book/per_step_weights` and :doc:`/book/on_off_policy`; see eq.
+    (eq-perstep-surrogate).
     """
-    _check_mdp(mdp)
-    pi = _check_policy(pi, mdp, "pi")
-    mu = _check_policy(mu, mdp, "mu")
-    H = _check_horizon(horizon)
+    check_instance(mdp, TabularMDP, "mdp")
+    pi = check_policy(pi, (mdp.n_states, mdp.n_actions), "pi")
+    mu = check_policy(mu, (mdp.n_states, mdp.n_actions), "mu")
+    H = check_optional_int(horizon, "horizon")
     qmu = policy_quantities(mdp, mu, H)
     gain = np.einsum("sa,...sa->...s", pi, qmu.A)
     return float(qmu.J + _weighted_by_time(mdp, pi, qmu, H, gain))
@@ -589,11 +443,11 @@ def surrogate_gradient_exact(mdp, logits, mu, horizon=None):
 
     Used in :doc:`/book/per_step_weights` (first-order agreement with :math:`\nabla J`).
     """
-    _check_mdp(mdp)
+    check_instance(mdp, TabularMDP, "mdp")
     pi = softmax_policy(logits)
-    pi = _check_policy(pi, mdp, "softmax(logits)")
-    mu = _check_policy(mu, mdp, "mu")
-    H = _check_horizon(horizon)
+    pi = check_policy(pi, (mdp.n_states, mdp.n_actions), "softmax(logits)")
+    mu = check_policy(mu, (mdp.n_states, mdp.n_actions), "mu")
+    H = check_optional_int(horizon, "horizon")
     qmu = policy_quantities(mdp, mu, H)
     centred = qmu.A - np.einsum("sa,...sa->...s", pi, qmu.A)[..., None]
     if H is None:
@@ -645,10 +499,10 @@ def prefix_weighted_gradient_expectation(mdp, logits, mu, horizon=None):
 
     See :doc:`/book/trajectory_weights`.
     """
-    _check_mdp(mdp)
-    pi = _check_policy(softmax_policy(logits), mdp, "softmax(logits)")
-    mu = _check_policy(mu, mdp, "mu")
-    H = _check_horizon(horizon)
+    check_instance(mdp, TabularMDP, "mdp")
+    pi = check_policy(softmax_policy(logits), (mdp.n_states, mdp.n_actions), "softmax(logits)")
+    mu = check_policy(mu, (mdp.n_states, mdp.n_actions), "mu")
+    H = check_optional_int(horizon, "horizon")
     qpi = policy_quantities(mdp, pi, H)
     qmu = policy_quantities(mdp, mu, H)
     centred = qmu.Q - np.einsum("sa,...sa->...s", pi, qmu.Q)[..., None]

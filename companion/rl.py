@@ -1,19 +1,31 @@
 r"""Shared deep-RL pieces for the PPO and TRPO chapters.
 
-This module holds what both trust-region style algorithms need and nothing algorithm specific:
+This module holds what both trust-region style trainers need and nothing algorithm specific, so that
+each convention lives in one place:
 
 - :func:`make_vec_env` builds a vectorised gymnasium environment with **next-step autoreset**
   (described below), using gymnasium's numpy-vectorised implementation when the environment has one
   (CartPole-v1 does) and a synchronous vector of copies otherwise.
 - :class:`ActorCritic` is the policy :math:`\pi_\theta(a \mid s)` (a categorical distribution over
   discrete actions) and the value function :math:`V_\phi(s)`, two separate tanh MLPs with
-  orthogonal initialisation.
-- :func:`gae` computes generalised advantage estimates and value targets from a rollout, with the
-  distinction between an episode that *terminated* (no bootstrap) and one that was *truncated* by a
-  time limit (bootstrap from the value of the true final observation).
+  orthogonal initialisation. The trainers only use its ``distribution`` (a
+  ``torch.distributions`` object: ``log_prob``, ``entropy``, ``kl_divergence``), ``value`` and
+  ``act``.
+- :class:`RolloutCollector` steps the environment copies with a policy and returns a
+  :class:`Rollout`: observations, actions, rewards, gymnasium's ``terminated`` and ``truncated``
+  flags, the mask of real transitions, and the returns of the episodes that ended.
+- :func:`gae` computes generalised advantage estimates and value targets from a rollout, on
+  gymnasium's terms: a *terminated* episode has no future value, a *truncated* one bootstraps from
+  the value of its true final observation.
 - :func:`evaluate_policy` runs a policy for a number of episodes and reports the mean and standard
-  deviation of the undiscounted return. The trainers call it on a schedule through the private
-  ``_UpdateEnd``, which also runs the user's callback and keeps both off the training clock.
+  deviation of the undiscounted return; :func:`explained_variance` scores a value function.
+- :class:`History` is what the trainers return: one dict per update.
+
+The trainers also share some plumbing, importable from here but not re-exported by ``companion``:
+``TrainingClock`` (wall-clock time with evaluations and callbacks taken out),
+``EvaluationSchedule`` (an evaluation every so many environment steps), and
+``check_discrete_env`` and ``check_common_config`` (the checks of the environment and of the
+configuration fields that PPO and TRPO share).
 
 Autoreset convention
 --------------------
@@ -22,19 +34,24 @@ when sub-environment ``i`` ends an episode at step ``t`` (``terminated[i] or tru
 observation returned at ``t`` is the **true final observation** of that episode. The *next* call to
 ``step`` ignores the action for ``i``, resets it, and returns the first observation of a new episode
 with reward 0 and ``terminated = truncated = False``. That extra call is not a transition of the MDP;
-a rollout must drop it from the loss (the trainers in :mod:`companion.ppo` and :mod:`companion.trpo`
-keep a boolean ``valid`` mask for this). In exchange, the value of the final observation of a
-truncated episode is simply the value of the next observation in the rollout, which is what
-:func:`gae` uses.
+:class:`RolloutCollector` marks it ``valid = False`` and the trainers drop it from every loss and
+statistic. In exchange, the value of the final observation of a truncated episode is simply the
+value of the next observation in the rollout, which is what :func:`gae` uses.
 
-See chapter 6 (PPO) and chapter 7 (TRPO).
+Gymnasium sets ``terminated`` and ``truncated`` independently: CartPole's pole can fall on the
+500th step, which is also the time limit, and then both are true. Such a step is terminal: the
+episode has no future to bootstrap from.
+
+Used in :doc:`/book/ppo`, :doc:`/book/trpo` and the ``ppo`` assignment.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
@@ -42,41 +59,26 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import nn
 
-__all__ = ["ActorCritic", "make_vec_env", "gae", "evaluate_policy"]
+from ._validation import (
+    as_float_array,
+    check_finite,
+    check_int,
+    check_real,
+    check_rollout_array,
+    check_same_shape,
+    check_unit_interval,
+)
 
-
-# --------------------------------------------------------------------------------------------------
-# small input checks (raise ValueError naming the argument)
-# --------------------------------------------------------------------------------------------------
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_unit_interval(value, name):
-    value = float(value)
-    if not (0.0 <= value <= 1.0):
-        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
-    return value
-
-
-def _as_numpy(x, name, dtype=np.float64):
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    try:
-        arr = np.asarray(x, dtype=dtype)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a numeric array, got {type(x).__name__}") from err
-    return arr
-
-
-def _check_finite(arr, name):
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        where = f"step t={idx[0]}, env {idx[1]}" if len(idx) == 2 else f"index {idx}"
-        raise ValueError(f"{name} contains a non-finite value at {where}")
+__all__ = [
+    "ActorCritic",
+    "make_vec_env",
+    "Rollout",
+    "RolloutCollector",
+    "gae",
+    "explained_variance",
+    "evaluate_policy",
+    "History",
+]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -98,7 +100,7 @@ def make_vec_env(env_id: str, num_envs: int, seed: int = 0) -> gym.vector.Vector
     Parameters
     ----------
     env_id : str
-        A registered gymnasium id with a discrete action space, e.g. ``"CartPole-v1"``.
+        A registered gymnasium id, e.g. ``"CartPole-v1"``.
     num_envs : int
         Number of parallel copies, at least 1.
     seed : int, default 0
@@ -126,15 +128,14 @@ def make_vec_env(env_id: str, num_envs: int, seed: int = 0) -> gym.vector.Vector
     'NEXT_STEP'
     >>> env.close()
 
-    See chapter 6 (PPO).
+    Used in :doc:`/book/trpo`.
     """
-    num_envs = _check_positive_int(num_envs, "num_envs")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    num_envs = check_int(num_envs, "num_envs")
+    seed = check_int(seed, "seed", low=0)
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as err:
-        raise ValueError(f"env_id {env_id!r} is not a registered gymnasium environment") from err
+        raise ValueError(f"env_id: {env_id!r} is not a registered gymnasium environment") from err
     env = None
     if getattr(spec, "vector_entry_point", None) is not None:
         env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point")
@@ -148,22 +149,21 @@ def make_vec_env(env_id: str, num_envs: int, seed: int = 0) -> gym.vector.Vector
             vectorization_mode="sync",
             vector_kwargs={"autoreset_mode": AutoresetMode.NEXT_STEP},
         )
-    env.reset(seed=int(seed))
-    env.action_space.seed(int(seed))
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
     return env
 
 
 # --------------------------------------------------------------------------------------------------
 # the network
 # --------------------------------------------------------------------------------------------------
-def _mlp(sizes, out_gain, generator):
+def _mlp(sizes: Sequence[int], out_gain: float) -> nn.Sequential:
+    """tanh MLP; orthogonal weights (gain sqrt 2, last layer ``out_gain``) and zero biases."""
     layers = []
-    for i in range(len(sizes) - 1):
-        # skip_init: no default (global-RNG) initialisation before the orthogonal one below
-        linear = torch.nn.utils.skip_init(nn.Linear, sizes[i], sizes[i + 1])
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         last = i == len(sizes) - 2
-        nn.init.orthogonal_(linear.weight, gain=out_gain if last else math.sqrt(2.0),
-                            generator=generator)
+        linear = nn.Linear(n_in, n_out)
+        nn.init.orthogonal_(linear.weight, gain=out_gain if last else math.sqrt(2.0))
         nn.init.zeros_(linear.bias)
         layers.append(linear)
         if not last:
@@ -193,8 +193,9 @@ class ActorCritic(nn.Module):
     hidden : int or sequence of int, default 64
         Hidden layer widths. An int ``h`` means two hidden layers of width ``h``.
     seed : int or None, default None
-        Seed of a private ``torch.Generator`` used for the initialisation (global torch state is
-        not touched). ``None`` draws from torch's default generator.
+        Seed of the initialisation. It is drawn inside ``torch.random.fork_rng()``, so torch's
+        global random state is the same afterwards. ``None`` draws from (and advances) the global
+        state.
 
     Raises
     ------
@@ -210,115 +211,210 @@ class ActorCritic(nn.Module):
     >>> net.act(obs, deterministic=True).tolist()
     [0, 0, 0]
 
-    See chapter 6 (PPO).
+    Used in :doc:`/book/ppo` and :doc:`/book/trpo`.
     """
 
     def __init__(self, obs_dim: int, n_actions: int, hidden: int | Sequence[int] = 64,
                  seed: int | None = None):
         super().__init__()
-        obs_dim = _check_positive_int(obs_dim, "obs_dim")
-        n_actions = _check_positive_int(n_actions, "n_actions")
-        widths = (hidden, hidden) if isinstance(hidden, (int, np.integer)) else tuple(hidden)
-        if len(widths) == 0:
-            raise ValueError("hidden must name at least one hidden layer width")
-        widths = tuple(_check_positive_int(h, "hidden") for h in widths)
-        generator = None
-        if seed is not None:
-            generator = torch.Generator().manual_seed(int(seed))
+        obs_dim = check_int(obs_dim, "obs_dim")
+        n_actions = check_int(n_actions, "n_actions")
+        widths = _check_hidden(hidden)
         self.obs_dim, self.n_actions, self.hidden = obs_dim, n_actions, widths
-        self.actor = _mlp((obs_dim, *widths, n_actions), 0.01, generator)
-        self.critic = _mlp((obs_dim, *widths, 1), 1.0, generator)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.actor = _mlp((obs_dim, *widths, n_actions), out_gain=0.01)
+            self.critic = _mlp((obs_dim, *widths, 1), out_gain=1.0)
 
     @staticmethod
-    def _obs(obs):
+    def _obs(obs) -> torch.Tensor:
         if not isinstance(obs, torch.Tensor):
             obs = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
         return obs.float()
 
     def logits(self, obs) -> torch.Tensor:
-        """Unnormalised action log-probabilities :math:`f_\\theta(s)`, shape ``(B, n_actions)``."""
+        """Unnormalised action log-probabilities :math:`f_\\theta(s)`, shape ``(..., n_actions)``."""
         return self.actor(self._obs(obs))
 
     def distribution(self, obs) -> torch.distributions.Categorical:
-        """The policy :math:`\\pi_\\theta(\\cdot \\mid s)` for a batch of observations ``(B, obs_dim)``."""
+        """The policy :math:`\\pi_\\theta(\\cdot \\mid s)` for a batch of observations ``(..., obs_dim)``."""
         return torch.distributions.Categorical(logits=self.logits(obs))
 
     def value(self, obs) -> torch.Tensor:
-        """State values :math:`V_\\phi(s)`, shape ``(B,)``."""
+        """State values :math:`V_\\phi(s)`, shape ``(...)`` for observations ``(..., obs_dim)``."""
         return self.critic(self._obs(obs)).squeeze(-1)
 
     def act(self, obs, deterministic: bool = False,
             generator: torch.Generator | None = None) -> torch.Tensor:
-        """Actions for a batch of observations, shape ``(B,)`` (int64), without gradients.
-
-        ``deterministic=True`` takes the most probable action; otherwise actions are sampled
-        (from ``generator`` when given, by inverting the cumulative distribution).
-        """
+        """Actions for a batch of observations ``(B, obs_dim)``, shape ``(B,)`` (int64), without
+        gradients: the most probable action if ``deterministic``, otherwise a draw from
+        :math:`\\pi_\\theta(\\cdot \\mid s)` by ``torch.multinomial`` with ``generator``."""
         with torch.no_grad():
             logits = self.logits(obs)
             if deterministic:
                 return logits.argmax(-1)
-            return sample_categorical(logits, generator)
-
-    def forward(self, obs):
-        """Return ``(logits, values)`` for a batch of observations."""
-        obs = self._obs(obs)
-        return self.actor(obs), self.critic(obs).squeeze(-1)
+            return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
-def sample_categorical(logits: torch.Tensor, generator: torch.Generator | None = None):
-    """Sample one action per row of ``logits`` (``(B, K)``) by inverting the CDF.
+def _check_hidden(hidden) -> tuple[int, ...]:
+    widths = (hidden, hidden) if isinstance(hidden, (int, np.integer)) else tuple(hidden)
+    if len(widths) == 0:
+        raise ValueError("hidden: must name at least one hidden layer width")
+    return tuple(check_int(h, "hidden") for h in widths)
 
-    Uses ``generator`` for the uniforms, so no global random state is involved. Not exported;
-    shared by the PPO and TRPO trainers.
+
+# --------------------------------------------------------------------------------------------------
+# rollouts
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Rollout:
+    """``T`` steps of ``N`` environment copies collected by one policy (next-step autoreset).
+
+    Row ``t`` of each array is vector step ``t``; column ``n`` is environment copy ``n``.
     """
-    cdf = torch.softmax(logits, dim=-1).cumsum(-1)
-    u = torch.rand(logits.shape[0], 1, generator=generator, dtype=cdf.dtype)
-    return (u > cdf[:, :-1]).sum(-1)
+
+    obs: np.ndarray
+    """``(T + 1, N, obs_dim)`` float32: ``obs[t]`` is where the action of step ``t`` was taken;
+    ``obs[T]`` is the observation after the last step (for the bootstrap value)."""
+    actions: np.ndarray
+    """``(T, N, *action_shape)``, of the action space's dtype."""
+    rewards: np.ndarray
+    """``(T, N)`` float64, the reward of step ``t``."""
+    terminated: np.ndarray
+    """``(T, N)`` bool: the episode reached a terminal state at step ``t`` (gymnasium's flag)."""
+    truncated: np.ndarray
+    """``(T, N)`` bool: the episode was cut at step ``t`` by a time limit (gymnasium's flag; may be
+    set together with ``terminated``)."""
+    valid: np.ndarray
+    """``(T, N)`` bool: step ``t`` is a real transition; False for the reset step that follows
+    every episode end."""
+    episode_returns: list[float] = field(default_factory=list)
+    """Undiscounted returns of the episodes that ended during this rollout (in the order they
+    ended); an episode that began in an earlier rollout counts its earlier rewards too."""
+
+
+class RolloutCollector:
+    r"""Steps the ``N`` copies of a vector environment with a policy, ``num_steps`` at a time.
+
+    The collector keeps what must survive from one rollout to the next: the current observation,
+    which copies' next step is a reset step (the step after an episode end, under next-step
+    autoreset), and the running return of every unfinished episode. Each call of :meth:`collect`
+    returns a :class:`Rollout`; with ``valid[t, n]`` False for reset steps, a trainer gets the real
+    transitions as ``rollout.obs[:-1][rollout.valid]``.
+
+    Parameters
+    ----------
+    env : gymnasium.vector.VectorEnv
+        A vector environment with next-step autoreset (from :func:`make_vec_env`). It is reset
+        (without a seed) here, so the collector starts at fresh episodes.
+
+    Examples
+    --------
+    >>> env = make_vec_env("CartPole-v1", num_envs=2, seed=0)
+    >>> collector = RolloutCollector(env)
+    >>> policy = ActorCritic(4, 2, hidden=8, seed=0)
+    >>> rollout = collector.collect(policy, num_steps=50, generator=torch.Generator().manual_seed(0))
+    >>> rollout.obs.shape, rollout.actions.shape, rollout.valid.shape
+    ((51, 2, 4), (50, 2), (50, 2))
+    >>> bool((~rollout.valid[1:] == (rollout.terminated | rollout.truncated)[:-1]).all())
+    True
+    >>> env.close()
+
+    The collector of both trainers (:doc:`PPO </book/ppo>`, :doc:`TRPO </book/trpo>`).
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv):
+        self.env = env
+        self.obs, _ = env.reset()
+        self.reset_next = np.zeros(env.num_envs, dtype=bool)
+        self.episode_return = np.zeros(env.num_envs)
+
+    def collect(self, policy, num_steps: int, generator: torch.Generator | None = None) -> Rollout:
+        """Take ``num_steps`` vector steps with actions from ``policy.act(obs, generator=...)``.
+
+        Parameters
+        ----------
+        policy : ActorCritic or object with ``act(obs, deterministic, generator)``
+            Maps a ``(N, obs_dim)`` float32 tensor to ``N`` actions.
+        num_steps : int
+            Rollout length ``T``, at least 1.
+        generator : torch.Generator or None
+            Source of the action sampling's randomness.
+
+        Returns
+        -------
+        Rollout
+        """
+        num_steps = check_int(num_steps, "num_steps")
+        N = self.env.num_envs
+        space = self.env.single_action_space
+        obs = np.empty((num_steps + 1, *np.shape(self.obs)), dtype=np.float32)
+        actions = np.empty((num_steps, N, *space.shape), dtype=space.dtype)
+        rewards = np.empty((num_steps, N))
+        terminated = np.empty((num_steps, N), dtype=bool)
+        truncated = np.empty((num_steps, N), dtype=bool)
+        valid = np.empty((num_steps, N), dtype=bool)
+        episode_returns = []
+        for t in range(num_steps):
+            obs[t] = self.obs
+            valid[t] = ~self.reset_next
+            actions[t] = policy.act(torch.from_numpy(obs[t]), generator=generator).numpy()
+            self.obs, rewards[t], terminated[t], truncated[t], _ = self.env.step(actions[t])
+            done = terminated[t] | truncated[t]
+            self.episode_return += np.where(valid[t], rewards[t], 0.0)
+            episode_returns.extend(self.episode_return[done].tolist())
+            self.episode_return[done] = 0.0
+            self.reset_next = done
+        obs[num_steps] = self.obs
+        return Rollout(obs, actions, rewards, terminated, truncated, valid, episode_returns)
 
 
 # --------------------------------------------------------------------------------------------------
 # generalised advantage estimation
 # --------------------------------------------------------------------------------------------------
-def gae(rewards, values, dones, truncations, last_values, gamma: float, lam: float):
+def gae(rewards, values, terminated, truncated, last_values, gamma: float, lam: float):
     r"""Generalised advantage estimates and value targets for a vectorised rollout.
 
-    With :math:`V_{T} :=` ``last_values`` and :math:`V_{t+1} :=` ``values[t+1]`` otherwise,
+    With :math:`V_{t+1} :=` ``values[t+1]`` for :math:`t < T-1` and :math:`V_T :=` ``last_values``,
 
     .. math::
 
-        \delta_t &= r_t + \gamma\,(1 - \mathrm{term}_t)\, V_{t+1} - V_t,
-        \qquad \mathrm{term}_t = \mathrm{done}_t \wedge \neg\,\mathrm{trunc}_t, \\
-        A_t &= \delta_t + \gamma \lambda\, (1 - \mathrm{done}_t)\, A_{t+1}, \qquad A_T := 0, \\
+        \delta_t &= r_t + \gamma\,(1 - \mathrm{terminated}_t)\, V_{t+1} - V_t, \\
+        A_t &= \delta_t + \gamma \lambda\,
+               \bigl(1 - (\mathrm{terminated}_t \vee \mathrm{truncated}_t)\bigr)\, A_{t+1},
+               \qquad A_T := 0, \\
         R_t &= A_t + V_t .
 
-    A terminated episode contributes no bootstrap value; a truncated one bootstraps from
-    :math:`V_{t+1}`, and in both cases the recursion stops at the episode boundary.
+    The flags mean what gymnasium's mean: a *terminated* episode reached a terminal state and has no
+    future value; a *truncated* one was cut by a time limit and bootstraps from :math:`V_{t+1}`; a
+    step with both flags set is terminal. Either way the recursion stops at the episode end.
 
     **Which value is used on truncation.** :math:`V_{t+1}` is the value of the observation that
     follows step ``t`` in the rollout. With next-step autoreset (every environment from
     :func:`make_vec_env`), that observation *is* the true final observation of the truncated
-    episode, so pass ``truncations`` as the environment reports them. With same-step autoreset
-    (where the observation after a done step is already the next episode's first one), fold the
-    bootstrap into the reward instead: ``rewards[t] += gamma * V(final_obs)`` and pass
-    ``truncations[t] = False`` with ``dones[t] = True``.
+    episode, so pass the flags as the environment reports them. (With same-step autoreset, where
+    the observation after an episode end is already the next episode's first one, fold the
+    bootstrap into the reward instead, ``rewards[t] += gamma * V(final_obs)``, and pass
+    ``terminated[t] = True``.)
 
-    The values at a next-step reset step (the step after a done) are meaningless as transitions;
-    their advantages are computed but must be masked out by the caller. They never leak into
-    earlier steps because ``done`` cuts the recursion.
+    The advantages at a next-step reset step (the step after an episode end) are computed but are
+    not transitions: the caller masks them out. They never leak into earlier steps because the
+    episode end cuts the recursion.
 
     Parameters
     ----------
-    rewards : array_like or torch.Tensor, shape (T, N)
-        Reward received after the action at step ``t`` in environment ``n``.
-    values : array_like or torch.Tensor, shape (T, N)
-        :math:`V(s_t)` for the observation at which the action at step ``t`` was taken.
-    dones : array_like of bool, shape (T, N)
-        True if the episode ended at step ``t`` for any reason (terminated or truncated).
-    truncations : array_like of bool, shape (T, N)
-        True if the episode was cut by a time limit at step ``t`` (a subset of ``dones``).
-    last_values : array_like or torch.Tensor, shape (N,)
-        :math:`V(s_T)` for the observation after the last step of the rollout.
+    rewards : array_like, shape (T, N)
+        Reward of step ``t`` in environment copy ``n``.
+    values : array_like, shape (T, N)
+        :math:`V(s_t)`, the value of the observation at which the action of step ``t`` was taken.
+    terminated : array_like of bool, shape (T, N)
+        The episode reached a terminal state at step ``t``.
+    truncated : array_like of bool, shape (T, N)
+        The episode was cut by a time limit at step ``t`` (may be set together with
+        ``terminated``).
+    last_values : array_like, shape (N,)
+        :math:`V(s_T)`, the value of the observation after the last step of the rollout.
     gamma : float
         Discount factor in [0, 1].
     lam : float
@@ -327,76 +423,95 @@ def gae(rewards, values, dones, truncations, last_values, gamma: float, lam: flo
 
     Returns
     -------
-    advantages, returns : ndarray or torch.Tensor, shape (T, N)
-        :math:`A_t` and :math:`R_t`. Torch tensors (dtype of ``values``) if ``values`` is a tensor,
-        float64 numpy arrays otherwise.
+    advantages, returns : ndarray, shape (T, N)
+        :math:`A_t` and :math:`R_t`, float64.
 
     Raises
     ------
     ValueError
-        If shapes disagree, the rollout is empty, values or rewards are not finite (naming step and
-        environment), a truncation is not also a done, or ``gamma`` / ``lam`` lie outside [0, 1].
+        If ``values`` is not a non-empty (T, N) array, the other arrays do not match it in shape,
+        rewards or values are not finite (naming the step and environment), a flag array is not
+        boolean, or ``gamma`` / ``lam`` lie outside [0, 1].
 
     Examples
     --------
-    One environment, three steps, an episode that terminates at t = 1, a new one cut at t = 2:
+    One environment, three steps: an episode that terminates at t = 1, then one that is truncated
+    at t = 2 and bootstraps from ``last_values``:
 
     >>> adv, ret = gae(rewards=[[1.0], [1.0], [1.0]], values=[[0.5], [0.5], [0.5]],
-    ...                dones=[[False], [True], [True]], truncations=[[False], [False], [True]],
+    ...                terminated=[[False], [True], [False]], truncated=[[False], [False], [True]],
     ...                last_values=[2.0], gamma=0.9, lam=1.0)
     >>> adv.ravel().round(3).tolist()
     [1.4, 0.5, 2.3]
     >>> ret.ravel().round(3).tolist()
     [1.9, 1.0, 2.8]
 
-    See chapter 6 (PPO), the advantage estimator.
+    Used in :doc:`/book/trpo` and the ``ppo`` assignment.
     """
-    gamma = _check_unit_interval(gamma, "gamma")
-    lam = _check_unit_interval(lam, "lam")
-    as_torch = isinstance(values, torch.Tensor)
-    out_dtype = values.dtype if as_torch else None
-    r = _as_numpy(rewards, "rewards")
-    v = _as_numpy(values, "values")
-    d = _as_numpy(dones, "dones", dtype=bool)
-    tr = _as_numpy(truncations, "truncations", dtype=bool)
-    last = _as_numpy(last_values, "last_values")
-    if v.ndim != 2:
-        raise ValueError(f"values must have shape (T, N), got shape {v.shape}")
-    if v.shape[0] == 0 or v.shape[1] == 0:
-        raise ValueError(f"values must be a non-empty (T, N) array, got shape {v.shape}")
-    for name, arr in (("rewards", r), ("dones", d), ("truncations", tr)):
-        if arr.shape != v.shape:
-            raise ValueError(f"{name} must have the shape of values {v.shape}, got {arr.shape}")
-    if last.shape != (v.shape[1],):
-        raise ValueError(f"last_values must have shape ({v.shape[1]},), got {last.shape}")
-    _check_finite(r, "rewards")
-    _check_finite(v, "values")
-    if not np.isfinite(last).all():
-        raise ValueError(f"last_values contains a non-finite value at env {int(np.argmin(np.isfinite(last)))}")
-    bad = tr & ~d
-    if bad.any():
-        t, n = (int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"truncations is True but dones is False at step t={t}, env {n}")
+    gamma = check_unit_interval(gamma, "gamma")
+    lam = check_unit_interval(lam, "lam")
+    values = check_rollout_array(values, "values")
+    rewards = check_rollout_array(rewards, "rewards", shape=values.shape)
+    terminated = check_rollout_array(terminated, "terminated", shape=values.shape, flags=True)
+    truncated = check_rollout_array(truncated, "truncated", shape=values.shape, flags=True)
+    last_values = check_rollout_array(last_values, "last_values", shape=values.shape[1:])
 
-    T = v.shape[0]
-    not_term = 1.0 - (d & ~tr)
-    not_done = 1.0 - d
-    next_v = np.concatenate([v[1:], last[None]], axis=0)
-    delta = r + gamma * not_term * next_v - v
-    adv = np.zeros_like(v)
-    running = np.zeros(v.shape[1])
-    coef = gamma * lam
-    for t in range(T - 1, -1, -1):
-        running = delta[t] + coef * not_done[t] * running
-        adv[t] = running
-    ret = adv + v
-    if as_torch:
-        return torch.as_tensor(adv, dtype=out_dtype), torch.as_tensor(ret, dtype=out_dtype)
-    return adv, ret
+    next_values = np.concatenate([values[1:], last_values[None]])
+    deltas = rewards + gamma * (1.0 - terminated) * next_values - values
+    episode_ends = terminated | truncated
+    advantages = np.zeros_like(values)
+    running = np.zeros_like(last_values)
+    for t in reversed(range(len(values))):
+        running = deltas[t] + gamma * lam * (1.0 - episode_ends[t]) * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+def explained_variance(values, returns) -> float:
+    r"""How much of the variance of the returns the value function explains.
+
+    .. math::
+
+        \mathrm{EV} = 1 - \frac{\operatorname{Var}[\hat R - V]}{\operatorname{Var}[\hat R]}
+
+    (population variances over the entries). 1 is a perfect fit, 0 no better than the constant
+    :math:`\bar R`, and it is unbounded below: a value function worse than a constant gives any
+    negative number. nan when :math:`\operatorname{Var}[\hat R] = 0`.
+
+    Parameters
+    ----------
+    values, returns : array_like, shape (B,)
+        Predicted values :math:`V(s_i)` and their targets :math:`\hat R_i`.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If the arrays are empty, differ in shape or are not finite.
+
+    Examples
+    --------
+    >>> round(explained_variance([1.0, 2.0, 3.0], [1.0, 2.0, 4.0]), 6)  # 1 - (2/9) / (14/9) = 6/7
+    0.857143
+    >>> explained_variance([3.0, 2.0, 1.0], [1.0, 2.0, 3.0])   # worse than a constant: 1 - 4
+    -3.0
+
+    Logged by the trainers (:doc:`PPO </book/ppo>`).
+    """
+    values = as_float_array(values, "values", ndim=1)
+    returns = as_float_array(returns, "returns", ndim=1)
+    check_same_shape(values, "values", returns, "returns")
+    check_finite(values, "values")
+    check_finite(returns, "returns")
+    var = returns.var()
+    return float("nan") if var == 0 else float(1.0 - (returns - values).var() / var)
 
 
 # --------------------------------------------------------------------------------------------------
-# evaluation
+# evaluation and history
 # --------------------------------------------------------------------------------------------------
 def evaluate_policy(policy, env_id: str = "CartPole-v1", episodes: int = 10, seed: int = 0,
                     deterministic: bool = True) -> tuple[float, float]:
@@ -436,72 +551,130 @@ def evaluate_policy(policy, env_id: str = "CartPole-v1", episodes: int = 10, see
 
     Examples
     --------
-    >>> net = ActorCritic(4, 2, hidden=8, seed=0)
-    >>> mean, std = evaluate_policy(net, "CartPole-v1", episodes=3, seed=0)
-    >>> 0 < mean < 100
+    A policy that always pushes the cart left lets the pole fall within about ten steps:
+
+    >>> class PushLeft:
+    ...     def act(self, obs, deterministic=True, generator=None):
+    ...         return torch.zeros(len(obs), dtype=torch.long)
+    >>> mean, std = evaluate_policy(PushLeft(), "CartPole-v1", episodes=5, seed=0)
+    >>> 8 <= mean <= 11
     True
 
-    See chapter 6 (PPO).
+    Used in :doc:`/book/ppo` and :doc:`/book/trpo`.
     """
-    episodes = _check_positive_int(episodes, "episodes")
+    episodes = check_int(episodes, "episodes")
     if not callable(getattr(policy, "act", None)):
-        raise ValueError("policy must have an act(obs, deterministic, generator) method")
+        raise ValueError("policy: must have an act(obs, deterministic, generator) method")
     env = make_vec_env(env_id, episodes, seed)
     generator = torch.Generator().manual_seed(int(seed))
     try:
         obs, _ = env.reset()
         returns = np.zeros(episodes)
         running = np.ones(episodes, dtype=bool)
-        with torch.inference_mode():
-            while running.any():
-                obs_t = torch.as_tensor(obs, dtype=torch.float32)
-                actions = policy.act(obs_t, deterministic=deterministic, generator=generator)
-                obs, reward, terminated, truncated, _ = env.step(np.asarray(actions))
-                returns += np.where(running, reward, 0.0)
-                running &= ~(np.asarray(terminated) | np.asarray(truncated))
+        while running.any():
+            obs_t = torch.as_tensor(obs, dtype=torch.float32)
+            actions = policy.act(obs_t, deterministic=deterministic, generator=generator)
+            obs, reward, terminated, truncated, _ = env.step(np.asarray(actions))
+            returns += np.where(running, reward, 0.0)
+            running &= ~(np.asarray(terminated) | np.asarray(truncated))
     finally:
         env.close()
     return float(returns.mean()), float(returns.std())
 
 
-class _UpdateEnd:
-    """What :func:`companion.ppo.train_ppo` and :func:`companion.trpo.train_trpo` do after each
-    update: evaluate the policy when due, store the record, run the user's callback.
+class History(list):
+    """What the trainers return: a list with one dict per update, plus array access.
 
-    An evaluation (:func:`evaluate_policy`, ``episodes`` episodes, evaluation seed
-    ``10_000 * (seed + 1) + k`` for the k-th evaluation) runs after the first update at or past
-    every multiple of ``every`` environment steps (never when ``every`` is 0) and fills the
-    record's ``eval_return`` and ``eval_return_std``. The time spent in evaluations and in the
-    callback accumulates in :attr:`excluded`, which the trainers subtract from ``wall_time``.
+    The keys and their formulas are documented in :mod:`companion.ppo` and :mod:`companion.trpo`.
+
+    Examples
+    --------
+    >>> h = History([{"update": 0, "kl": 0.01}, {"update": 1, "kl": 0.02}])
+    >>> h.to_dict_of_arrays()["kl"]
+    array([0.01, 0.02])
+
+    Used in :doc:`/book/ppo` and :doc:`/book/trpo`.
     """
 
-    def __init__(self, env_id: str, every: int, episodes: int, stop_return: float | None,
-                 seed: int, callback: Callable | None):
-        self.env_id, self.every, self.episodes = env_id, every, episodes
-        self.stop_return, self.seed, self.callback = stop_return, seed, callback
-        self.next_eval = every if every else None
-        self.n_evals = 0
-        #: seconds spent in evaluations and callbacks so far
-        self.excluded = 0.0
+    def to_dict_of_arrays(self) -> dict:
+        """``{key: values over updates}``: a 1-D numpy array for scalar keys, a list of arrays for
+        array-valued keys (such as PPO's ``ratio_sample``, whose length varies)."""
+        out = {}
+        for key in self[0] if self else []:
+            values = [record[key] for record in self]
+            out[key] = values if isinstance(values[0], np.ndarray) else np.asarray(values)
+        return out
 
-    def __call__(self, record: dict, policy, history: list, bar) -> bool:
-        """Evaluate if due, append ``record`` to ``history``, run the callback; True to stop
-        (the evaluation reached ``stop_return`` or the callback returned a true value)."""
-        stop = False
-        if self.next_eval is not None and record["env_steps"] >= self.next_eval:
-            t0 = time.perf_counter()
-            mean, std = evaluate_policy(policy, self.env_id, self.episodes,
-                                        seed=10_000 * (self.seed + 1) + self.n_evals)
-            self.n_evals += 1
-            while self.next_eval <= record["env_steps"]:
-                self.next_eval += self.every
-            record["eval_return"], record["eval_return_std"] = mean, std
-            bar.set_postfix(eval_return=f"{mean:.1f}", refresh=False)
-            stop = self.stop_return is not None and mean >= self.stop_return
-            self.excluded += time.perf_counter() - t0
-        history.append(record)
-        if self.callback is not None:
-            t0 = time.perf_counter()
-            stop = bool(self.callback(record, policy)) or stop
-            self.excluded += time.perf_counter() - t0
-        return stop
+
+# --------------------------------------------------------------------------------------------------
+# plumbing shared by the trainers
+# --------------------------------------------------------------------------------------------------
+class TrainingClock:
+    """Seconds of training: wall-clock time since construction, minus the time spent inside
+    :meth:`paused` (evaluations and callbacks)."""
+
+    def __init__(self):
+        self._start = time.perf_counter()
+        self._paused = 0.0
+
+    def seconds(self) -> float:
+        """Training time so far."""
+        return time.perf_counter() - self._start - self._paused
+
+    @contextmanager
+    def paused(self):
+        """A block whose run time does not count as training."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._paused += time.perf_counter() - t0
+
+
+class EvaluationSchedule:
+    """Evaluate a policy after the first update at or past every multiple of ``every`` steps.
+
+    Calling the schedule with the policy and the environment steps so far runs
+    :func:`evaluate_policy` (deterministic actions, ``episodes`` episodes, seed
+    ``10_000 * (seed + 1) + k`` for the k-th evaluation) when one is due and returns its mean and
+    standard deviation; otherwise (and always when ``every`` is 0) it returns ``(nan, nan)``.
+    """
+
+    def __init__(self, env_id: str, every: int, episodes: int, seed: int):
+        self.env_id, self.every, self.episodes, self.seed = env_id, every, episodes, seed
+        self.next_at = every
+        self.n_done = 0
+
+    def __call__(self, policy, env_steps: int) -> tuple[float, float]:
+        if self.every == 0 or env_steps < self.next_at:
+            return float("nan"), float("nan")
+        while self.next_at <= env_steps:
+            self.next_at += self.every
+        self.n_done += 1
+        return evaluate_policy(policy, self.env_id, self.episodes,
+                               seed=10_000 * (self.seed + 1) + self.n_done - 1)
+
+
+def check_discrete_env(env: gym.vector.VectorEnv, env_id: str) -> None:
+    """Raise ``ValueError("env_id: ...")`` unless ``env`` has flat Box observations and Discrete
+    actions (what :class:`ActorCritic` handles)."""
+    obs_space, action_space = env.single_observation_space, env.single_action_space
+    if not isinstance(action_space, gym.spaces.Discrete):
+        raise ValueError(f"env_id: {env_id!r} must have a Discrete action space, got {action_space}")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise ValueError(f"env_id: {env_id!r} must have a flat Box observation space, got {obs_space}")
+
+
+def check_common_config(config) -> None:
+    """Checks of the fields :class:`companion.ppo.PPOConfig` and :class:`companion.trpo.TRPOConfig`
+    share; each raises ``ValueError("field: ...")``."""
+    for name in ("total_timesteps", "num_envs", "num_steps", "eval_episodes"):
+        check_int(getattr(config, name), name)
+    check_int(config.eval_every, "eval_every", low=0)
+    for name in ("gamma", "lam"):
+        check_unit_interval(getattr(config, name), name)
+    _check_hidden(config.hidden)
+    if config.stop_return is not None:
+        check_real(config.stop_return, "stop_return")
+        if config.eval_every == 0:
+            raise ValueError("stop_return: needs eval_every > 0 (it is checked at evaluations)")

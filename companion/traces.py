@@ -1,7 +1,7 @@
 r"""Truncated importance-sampling traces: Retrace(:math:`\lambda`) and V-trace.
 
 Multi-step returns computed from another policy's data need importance ratios, and products
-of ratios have exploding variance (:doc:`/book/variance_problem`). Retrace (Munos et al. 2016)
+of ratios have exploding variance (:doc:`the variance problem </book/variance_problem>`). Retrace (Munos et al. 2016)
 and V-trace (Espeholt et al. 2018, IMPALA) cut the products off at one: every step multiplies the
 trace by a *truncated* ratio, so the trace never grows.
 
@@ -13,7 +13,6 @@ Sample-based targets, on batches of trajectories of shape (n_trajectories, horiz
                                 :math:`c_t = \lambda \min(\bar c, \rho_t)`
 :func:`vtrace_targets`          :math:`v_t = V(s_t) + \bar\rho_t \delta_t
                                 + \gamma c_t (v_{t+1} - V(s_{t+1}))`
-:func:`nstep_targets`           the uncorrected :math:`n`-step return (no ratios), for contrast
 ==============================  =============================================================
 
 Exact expected operators on a tabular MDP (:class:`companion.mdp.TabularMDP`), which the tests
@@ -40,7 +39,7 @@ successor is terminal must carry a successor value of 0 (``v_next`` / ``next_val
 last real step of a row is where the correction stops, and its successor value is the
 bootstrap. Targets are 0 on padded steps.
 
-See :doc:`/book/on_off_policy`.
+Used in :doc:`/book/on_off_policy` and the ``traces`` assignment.
 """
 
 from __future__ import annotations
@@ -51,22 +50,26 @@ import numpy as np
 
 from ._validation import (
     as_float_array,
+    check_distribution,
+    check_gamma,
+    check_instance,
+    check_int,
     check_mask,
+    check_policy,
+    check_positive,
     check_same_shape,
+    check_unit_interval,
+    finite_array,
     first_index,
     raise_nonfinite,
     where,
 )
-from ._validation import (
-    check_gamma as _check_gamma,
-)
-from .mdp import TabularMDP, Trajectories, _check_distribution_rows, _check_policy, _finite_array
+from .mdp import TabularMDP, Trajectories
 
 __all__ = [
     "VTraceTargets",
     "retrace_targets",
     "vtrace_targets",
-    "nstep_targets",
     "trace_operator",
     "retrace_operator",
     "vtrace_operator",
@@ -80,28 +83,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # validation helpers
 
-
-
-def _check_level(value, name: str, allow_inf: bool = True) -> float:
-    """A truncation level or lambda: a positive number (inf allowed for levels)."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: must be a positive number, got {value!r}") from None
-    if np.isnan(x) or x <= 0 or (not allow_inf and np.isinf(x)):
-        what = "a positive number" + ("" if allow_inf else " (finite)")
-        raise ValueError(f"{name}: must be {what}, got {value!r}")
-    return x
-
-
-def _check_lam(lam) -> float:
-    try:
-        x = float(lam)
-    except (TypeError, ValueError):
-        raise ValueError(f"lam: must be a number in [0, 1], got {lam!r}") from None
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"lam: must be in [0, 1], got {lam!r}")
-    return x
 
 
 def _batch(arrays: dict, mask, allow_neg_inf=("log_ratios",)):
@@ -252,11 +233,11 @@ def retrace_targets(rewards, q_taken, v_next, log_ratios, gamma, lam=1.0, c_bar=
     >>> retrace_targets(r, q, v, lr, gamma=1.0).round(3)   # 1 + 1 * (1 + 0.5 * 1)
     array([[2.5, 1.5, 1. ]])
 
-    See :doc:`/book/on_off_policy` (Retrace), eq. (eq-onoff-retrace).
+    Used in :doc:`/book/on_off_policy` and the ``traces`` assignment; see eq. (eq-onoff-retrace).
     """
-    g = _check_gamma(gamma)
-    lam_ = _check_lam(lam)
-    cb = _check_level(c_bar, "c_bar")
+    g = check_gamma(gamma)
+    lam_ = check_unit_interval(lam, "lam")
+    cb = check_positive(c_bar, "c_bar", allow_inf=True)
     arrs, m = _batch({"rewards": rewards, "q_taken": q_taken, "v_next": v_next,
                       "log_ratios": log_ratios}, mask)
     c = lam_ * _truncated_ratio(arrs["log_ratios"], cb)
@@ -271,6 +252,8 @@ def retrace_targets(rewards, q_taken, v_next, log_ratios, gamma, lam=1.0, c_bar=
 @dataclass(frozen=True, eq=False)
 class VTraceTargets:
     r"""Result of :func:`vtrace_targets`.
+
+    Used in :doc:`/book/on_off_policy` and the ``traces`` assignment.
 
     Attributes
     ----------
@@ -343,12 +326,12 @@ def vtrace_targets(rewards, values, next_values, log_ratios, gamma, rho_bar=1.0,
     >>> out.vs.round(3)                     # v_0 = 1 * 1 + 1 * (0.5 * 1), v_1 = 0.5 * 1
     array([[1.5, 0.5]])
 
-    See :doc:`/book/on_off_policy` (V-trace), eq. (eq-onoff-vtrace).
+    Used in :doc:`/book/on_off_policy` and the ``traces`` assignment; see eq. (eq-onoff-vtrace).
     """
-    g = _check_gamma(gamma)
-    lam_ = _check_lam(lam)
-    rb = _check_level(rho_bar, "rho_bar")
-    cb = _check_level(c_bar, "c_bar")
+    g = check_gamma(gamma)
+    lam_ = check_unit_interval(lam, "lam")
+    rb = check_positive(rho_bar, "rho_bar", allow_inf=True)
+    cb = check_positive(c_bar, "c_bar", allow_inf=True)
     arrs, m = _batch({"rewards": rewards, "values": values, "next_values": next_values,
                       "log_ratios": log_ratios}, mask)
     r, V, V1 = arrs["rewards"], arrs["values"], arrs["next_values"]
@@ -377,65 +360,6 @@ def _vtrace_flat(r, V, V1, rho_t, c, gamma, layout):
     return vs, adv
 
 
-def nstep_targets(rewards, v_next, n_step, gamma, mask=None) -> np.ndarray:
-    r"""Uncorrected :math:`n`-step return targets (no importance ratios).
-
-    .. math::
-
-        G^{(n)}_t = \sum_{k=0}^{m-1} \gamma^k r_{t+k} + \gamma^{m} \bar V_{t+m},
-        \qquad m = \min(n, L - t),
-
-    where :math:`L` is the number of real steps of the row and :math:`\bar V_{t+m}` is
-    ``v_next[t + m - 1]`` (0 if the episode ended there). Used as a target for
-    :math:`Q(s_t, a_t)` with behaviour data it estimates the value of "take :math:`a_t`, follow
-    :math:`\mu` for :math:`n - 1` steps, then :math:`\pi`", not :math:`Q^\pi` (see
-    :func:`nstep_fixed_point`). ``n_step=1`` is the one-step target, which needs no correction.
-
-    Parameters
-    ----------
-    rewards : array_like, shape (n_trajectories, horizon)
-        Rewards.
-    v_next : array_like, same shape
-        Successor values :math:`\bar V_{t+1}` as in :func:`retrace_targets`.
-    n_step : int >= 1
-        Number of rewards :math:`n`.
-    gamma : float in [0, 1]
-        Discount.
-    mask : array_like of bool, same shape, optional
-        ``True`` on real steps.
-
-    Returns
-    -------
-    ndarray, shape (n_trajectories, horizon)
-        :math:`G^{(n)}_t`; 0 on padded steps.
-
-    Raises
-    ------
-    ValueError
-        On a shape mismatch, NaN/inf at a real step, a bad ``mask``, ``gamma`` outside [0, 1]
-        or ``n_step`` not a positive integer.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> r = np.array([[1.0, 2.0, 3.0]]); v = np.array([[10.0, 20.0, 30.0]])
-    >>> nstep_targets(r, v, n_step=2, gamma=0.5)   # 1 + 0.5*2 + 0.25*20, 2 + 0.5*3 + 0.25*30, 3 + 0.5*30
-    array([[ 7., 11., 18.]])
-
-    See :doc:`/book/on_off_policy` (experience replay), eq. (eq-onoff-nstep).
-    """
-    g = _check_gamma(gamma)
-    n = _check_n_step(n_step)
-    arrs, m = _batch({"rewards": rewards, "v_next": v_next}, mask)
-    return _nstep(arrs["rewards"], arrs["v_next"], m, n, g)
-
-
-def _check_n_step(n_step) -> int:
-    if isinstance(n_step, bool) or not isinstance(n_step, (int, np.integer)) or n_step < 1:
-        raise ValueError(f"n_step: must be a positive integer, got {n_step!r}")
-    return int(n_step)
-
-
 def _nstep_parts(r, m, n, g):
     """Reward part, bootstrap column and discount of every n-step target (2-D, padded)."""
     N, T = r.shape
@@ -451,23 +375,12 @@ def _nstep_parts(r, m, n, g):
     return part, last, np.where(m, g**steps, 0.0)
 
 
-def _nstep(r, v_next, m, n, g):
-    part, last, disc = _nstep_parts(r, m, n, g)
-    return np.where(m, part + disc * np.take_along_axis(v_next, last, axis=1), 0.0)
-
-
 # ---------------------------------------------------------------------------------------------
 # exact expected operators on a tabular MDP
 
 
-def _check_mdp(mdp) -> TabularMDP:
-    if not isinstance(mdp, TabularMDP):
-        raise ValueError(f"mdp: must be a companion.mdp.TabularMDP, got {type(mdp).__name__}")
-    return mdp
-
-
 def _table(x, name, shape):
-    arr = _finite_array(x, name)
+    arr = finite_array(x, name)
     if arr.shape != shape:
         raise ValueError(f"{name}: expected shape {shape}, got {arr.shape}")
     return arr
@@ -533,10 +446,10 @@ def trace_operator(mdp, q, pi, mu, traces) -> np.ndarray:
 
     See :doc:`/book/on_off_policy` (Retrace), eq. (eq-onoff-retrace-operator).
     """
-    mdp = _check_mdp(mdp)
+    mdp = check_instance(mdp, TabularMDP, "mdp")
     S, A = mdp.n_states, mdp.n_actions
-    p = _check_policy(pi, mdp, "pi")
-    m = _check_policy(mu, mdp, "mu")
+    p = check_policy(pi, (mdp.n_states, mdp.n_actions), "pi")
+    m = check_policy(mu, (mdp.n_states, mdp.n_actions), "mu")
     Q = _table(q, "q", (S, A))
     c = _table(traces, "traces", (S, A))
     if (c < 0).any():
@@ -605,11 +518,11 @@ def retrace_operator(mdp, q, pi, mu, lam=1.0, c_bar=1.0) -> np.ndarray:
 
     See :doc:`/book/on_off_policy` (Retrace), eq. (eq-onoff-retrace-operator).
     """
-    mdp = _check_mdp(mdp)
-    lam_ = _check_lam(lam)
-    cb = _check_level(c_bar, "c_bar")
-    p = _check_policy(pi, mdp, "pi")
-    m = _check_policy(mu, mdp, "mu")
+    mdp = check_instance(mdp, TabularMDP, "mdp")
+    lam_ = check_unit_interval(lam, "lam")
+    cb = check_positive(c_bar, "c_bar", allow_inf=True)
+    p = check_policy(pi, (mdp.n_states, mdp.n_actions), "pi")
+    m = check_policy(mu, (mdp.n_states, mdp.n_actions), "mu")
     c = lam_ * np.minimum(cb, _ratio_table(p, m))
     return trace_operator(mdp, q, p, m, c)
 
@@ -648,15 +561,15 @@ def vtrace_policy(pi, mu, rho_bar=1.0) -> np.ndarray:
     >>> vtrace_policy([0.9, 0.1], [0.5, 0.5], rho_bar=1.0)   # min(0.5, 0.9), min(0.5, 0.1)
     array([0.83333333, 0.16666667])
 
-    See :doc:`/book/on_off_policy` (V-trace), eq. (eq-onoff-vtrace-policy).
+    Used in :doc:`/book/on_off_policy` and the ``traces`` assignment; see eq.
+    (eq-onoff-vtrace-policy).
     """
-    p = _finite_array(pi, "pi")
-    m = _finite_array(mu, "mu")
+    p = finite_array(pi, "pi")
+    m = finite_array(mu, "mu")
     if p.ndim not in (1, 2) or p.shape != m.shape:
         raise ValueError(f"pi: shape {p.shape} must equal mu's shape {m.shape}, (A,) or (S, A)")
-    _check_distribution_rows(p, "pi")
-    _check_distribution_rows(m, "mu")
-    rb = _check_level(rho_bar, "rho_bar")
+    p, m = check_distribution(p, "pi"), check_distribution(m, "mu")
+    rb = check_positive(rho_bar, "rho_bar", allow_inf=True)
     w = np.minimum(rb * m, p) if np.isfinite(rb) else np.where(m > 0, p, 0.0)
     z = w.sum(axis=-1, keepdims=True)
     if (z <= 0).any():
@@ -714,13 +627,13 @@ def vtrace_operator(mdp, v, pi, mu, rho_bar=1.0, c_bar=1.0, lam=1.0) -> np.ndarr
 
     See :doc:`/book/on_off_policy` (V-trace), eq. (eq-onoff-vtrace-operator).
     """
-    mdp = _check_mdp(mdp)
+    mdp = check_instance(mdp, TabularMDP, "mdp")
     S = mdp.n_states
-    p = _check_policy(pi, mdp, "pi")
-    m = _check_policy(mu, mdp, "mu")
-    rb = _check_level(rho_bar, "rho_bar")
-    cb = _check_level(c_bar, "c_bar")
-    lam_ = _check_lam(lam)
+    p = check_policy(pi, (mdp.n_states, mdp.n_actions), "pi")
+    m = check_policy(mu, (mdp.n_states, mdp.n_actions), "mu")
+    rb = check_positive(rho_bar, "rho_bar", allow_inf=True)
+    cb = check_positive(c_bar, "c_bar", allow_inf=True)
+    lam_ = check_unit_interval(lam, "lam")
     V = _table(v, "v", (S,))
     live = ~mdp.terminal
     V = np.where(live, V, 0.0)
@@ -741,7 +654,9 @@ def vtrace_operator(mdp, v, pi, mu, rho_bar=1.0, c_bar=1.0, lam=1.0) -> np.ndarr
 def nstep_fixed_point(mdp, pi, mu, n_step) -> np.ndarray:
     r"""Fixed point of the uncorrected :math:`n`-step operator with behaviour data.
 
-    The expected target of :func:`nstep_targets` with actions :math:`a_{t+1}, \dots,
+    The expected uncorrected :math:`n`-step target
+    :math:`G^{(n)}_t = \sum_{k=0}^{n-1} \gamma^k r_{t+k} + \gamma^n \bar V_{t+n}` (no importance
+    ratios) with actions :math:`a_{t+1}, \dots,
     a_{t+n-1} \sim \mu` is :math:`T_n Q = \sum_{k=0}^{n-1} (\gamma P^\mu)^k r + (\gamma
     P^\mu)^{n-1} \gamma P^\pi Q` on state-action pairs, with :math:`P^\nu((s,a),(s',a')) =
     P(s'|s,a)\,\nu(a'|s')`. Its fixed point is
@@ -784,11 +699,11 @@ def nstep_fixed_point(mdp, pi, mu, n_step) -> np.ndarray:
 
     See :doc:`/book/on_off_policy` (experience replay), eq. (eq-onoff-nstep-fixed-point).
     """
-    mdp = _check_mdp(mdp)
+    mdp = check_instance(mdp, TabularMDP, "mdp")
     S, A = mdp.n_states, mdp.n_actions
-    p = _check_policy(pi, mdp, "pi")
-    m = _check_policy(mu, mdp, "mu")
-    n = _check_n_step(n_step)
+    p = check_policy(pi, (mdp.n_states, mdp.n_actions), "pi")
+    m = check_policy(mu, (mdp.n_states, mdp.n_actions), "mu")
+    n = check_int(n_step, "n_step")
     live = ~mdp.terminal
 
     def sa_matrix(policy):
@@ -816,8 +731,7 @@ def nstep_fixed_point(mdp, pi, mu, n_step) -> np.ndarray:
 
 
 def _buffer(traj, n_states, n_actions, groups, n_groups, need_ratios):
-    if not isinstance(traj, Trajectories):
-        raise ValueError(f"traj: must be a companion.mdp.Trajectories, got {type(traj).__name__}")
+    check_instance(traj, Trajectories, "traj")
     if traj.horizon < 2:
         raise ValueError(f"traj: needs horizon >= 2 (the last column supplies only the bootstrap "
                          f"state), got {traj.horizon}")
@@ -918,7 +832,7 @@ def tabular_q_evaluation(traj, pi, gamma, *, method="retrace", lam=1.0, c_bar=1.
       no ratios needed). The limit is the certainty-equivalence estimate, the value of
       :math:`\pi` in the MDP estimated from the batch's counts: consistent for :math:`Q^\pi` as
       the batch grows, biased in general at any finite size;
-    * ``"n_step"``: :func:`nstep_targets`, uncorrected (consistent for
+    * ``"n_step"``: the uncorrected :math:`n`-step return (no ratios; consistent for
       :func:`nstep_fixed_point`, not for :math:`Q^\pi`); only complete windows are used (the
       episode ended, or :math:`n` steps of data follow), as in an :math:`n`-step replay buffer;
     * ``"retrace"``: :func:`retrace_targets` with ``lam`` and ``c_bar`` (consistent for
@@ -975,12 +889,12 @@ def tabular_q_evaluation(traj, pi, gamma, *, method="retrace", lam=1.0, c_bar=1.
     """
     if method not in ("retrace", "one_step", "n_step"):
         raise ValueError(f"method: must be 'retrace', 'one_step' or 'n_step', got {method!r}")
-    g = _check_gamma(gamma)
-    lam_ = _check_lam(lam)
-    cb = _check_level(c_bar, "c_bar")
-    n = _check_n_step(n_step)
-    p = _finite_array(pi, "pi", ndim=2)
-    _check_distribution_rows(p, "pi")
+    g = check_gamma(gamma)
+    lam_ = check_unit_interval(lam, "lam")
+    cb = check_positive(c_bar, "c_bar", allow_inf=True)
+    n = check_int(n_step, "n_step")
+    p = finite_array(pi, "pi", ndim=2)
+    p = check_distribution(p, "pi")
     S, A = p.shape
     b = _buffer(traj, S, A, groups, n_groups, need_ratios=method == "retrace")
     G = b["G"]
@@ -1067,13 +981,11 @@ def tabular_v_evaluation(traj, n_states, gamma, *, rho_bar=1.0, c_bar=1.0, lam=1
 
     See :doc:`/book/on_off_policy` (V-trace).
     """
-    g = _check_gamma(gamma)
-    rb = _check_level(rho_bar, "rho_bar")
-    cb = _check_level(c_bar, "c_bar")
-    lam_ = _check_lam(lam)
-    if isinstance(n_states, bool) or int(n_states) != n_states or n_states < 1:
-        raise ValueError(f"n_states: must be a positive integer, got {n_states!r}")
-    S = int(n_states)
+    g = check_gamma(gamma)
+    rb = check_positive(rho_bar, "rho_bar", allow_inf=True)
+    cb = check_positive(c_bar, "c_bar", allow_inf=True)
+    lam_ = check_unit_interval(lam, "lam")
+    S = check_int(n_states, "n_states")
     b = _buffer(traj, S, int(traj.actions.max()) + 1, groups, n_groups, need_ratios=True)
     G = b["G"]
     keys = b["g"] * S + b["s"]

@@ -22,32 +22,41 @@ The functions:
 * :func:`estimator_moments`: exact mean and variance of the per-episode term of the trajectory,
   per-decision, doubly robust and single-step estimators on a tabular MDP.
 
-The single-ratio estimator of :doc:`/book/per_step_weights`, which avoids this growth, is
-:func:`companion.estimators.single_step_is`.
+The single-ratio estimator of :doc:`per-step weights </book/per_step_weights>`, which avoids this
+growth, is :func:`companion.estimators.single_step_is`.
 
-Used in :doc:`/book/variance_problem` and :doc:`/book/per_step_weights`.
+Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+:doc:`/book/per_step_weights`, :doc:`/book/on_off_policy`, :doc:`/book/marginalized_is`,
+:doc:`/book/confidence` and the ``variance`` assignment.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .mdp import TabularMDP, _check_distribution_rows, _check_horizon, _check_policy, _finite_array
+from ._validation import (
+    check_distribution,
+    check_instance,
+    check_int,
+    check_policy,
+    check_positive,
+    check_support,
+    finite_array,
+)
+from .mdp import TabularMDP
 
 __all__ = ["chi_square_divergence", "log_weight_moment", "population_ess_fraction",
            "estimator_moments"]
 
 
-def _check_support(pi, mu, pi_name="pi", mu_name="mu"):
-    """Raise if ``mu`` is 0 where ``pi`` is positive (names the state and action)."""
-    bad = (mu <= 0) & (pi > 0)
-    if bad.any():
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        place = f"action {idx[-1]}" if len(idx) == 1 else f"state {idx[0]}, action {idx[1]}"
-        raise ValueError(
-            f"{mu_name}: behaviour probability 0 at {place} where {pi_name} is "
-            f"{float(pi[idx]):.6g} > 0; the importance ratio is undefined (no support)"
-        )
+def _check_problem(mdp, pi, mu, horizon):
+    """The policies of a tabular problem as arrays, and the horizon; ``mu`` must cover ``pi``
+    at every non-terminal state."""
+    check_instance(mdp, TabularMDP, "mdp")
+    shape = (mdp.n_states, mdp.n_actions)
+    p, m = check_policy(pi, shape, "pi"), check_policy(mu, shape, "mu")
+    check_support(np.where(mdp.terminal[:, None], 0.0, p), m)
+    return p, m, check_int(horizon, "horizon")
 
 
 def chi_square_divergence(pi, mu):
@@ -81,16 +90,19 @@ def chi_square_divergence(pi, mu):
     >>> chi_square_divergence([[0.5, 0.5], [0.9, 0.1]], [[0.5, 0.5], [0.5, 0.5]]).round(4)
     array([0.  , 0.64])
 
-    Used in :doc:`/book/variance_problem`, eq. (eq-var-chi2).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy`, :doc:`/book/marginalized_is` and the
+    ``variance`` assignment; see
+    eq. (eq-var-chi2).
     """
-    p = _finite_array(pi, "pi")
-    m = _finite_array(mu, "mu")
-    if p.ndim not in (1, 2) or p.shape != m.shape:
-        raise ValueError(f"pi and mu must have the same shape (A,) or (S, A), got {p.shape} and "
-                         f"{m.shape}")
-    _check_distribution_rows(p, "pi")
-    _check_distribution_rows(m, "mu")
-    _check_support(p, m)
+    p = finite_array(pi, "pi")
+    if p.ndim not in (1, 2):
+        raise ValueError(f"pi: expected shape (A,) or (S, A), got {p.shape}")
+    m = finite_array(mu, "mu")
+    if m.shape != p.shape:
+        raise ValueError(f"mu: shape {m.shape} does not match pi's shape {p.shape}")
+    p, m = check_distribution(p, "pi"), check_distribution(m, "mu")
+    check_support(p, m)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(m > 0, (p - m) ** 2 / np.where(m > 0, m, 1.0), 0.0)
     out = terms.sum(axis=-1)
@@ -151,23 +163,11 @@ def log_weight_moment(mdp, pi, mu, horizon, order=2, *, per_horizon=False):
     >>> round(float(np.exp(log_weight_moment(one_state, pi, mu, horizon=100))), 2)  # 1.04^100
     50.5
 
-    Used in :doc:`/book/variance_problem`, eqs. (eq-var-moment-recursion) and (eq-var-bounds).
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/on_off_policy` and :doc:`/book/confidence`; see eqs. (eq-var-moment-recursion) and (eq-var-bounds).
     """
-    if not isinstance(mdp, TabularMDP):
-        raise ValueError(f"mdp must be a companion.mdp.TabularMDP, got {type(mdp).__name__}")
-    p = _check_policy(pi, mdp, "pi")
-    m = _check_policy(mu, mdp, "mu")
-    H = _check_horizon(horizon)
-    if H is None:
-        raise ValueError("horizon must be a positive integer, got None")
-    try:
-        k = float(order)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"order must be a positive number, got {order!r}") from err
-    if not (np.isfinite(k) and k > 0):
-        raise ValueError(f"order must be a positive finite number, got {order!r}")
-    live = ~mdp.terminal
-    _check_support(p[live], m[live])
+    p, m, H = _check_problem(mdp, pi, mu, horizon)
+    k = check_positive(order, "order")
     with np.errstate(divide="ignore", invalid="ignore"):
         g = np.where(m > 0, np.exp(k * np.log(np.where(p > 0, p, 1.0)) + (1 - k) *
                                    np.log(np.where(m > 0, m, 1.0))), 0.0)
@@ -248,13 +248,12 @@ def population_ess_fraction(mdp, pi, mu, horizon, n=None):
     fraction = float(np.exp(-log_m2))
     if n is None:
         return fraction
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = check_int(n, "n")
     log_m3 = log_weight_moment(mdp, pi, mu, horizon, order=3)
     log_m4 = log_weight_moment(mdp, pi, mu, horizon, order=4)
     with np.errstate(over="ignore", invalid="ignore"):
         var = (4 * np.expm1(log_m2) + np.expm1(log_m4 - 2 * log_m2)
-               - 4 * (np.exp(log_m3 - log_m2) - 1)) / int(n)
+               - 4 * (np.exp(log_m3 - log_m2) - 1)) / n
     if not np.isfinite(var):
         return fraction, float("inf")
     return fraction, float(np.sqrt(max(var, 0.0)))
@@ -302,7 +301,7 @@ def estimator_moments(mdp, pi, mu, horizon, estimator, *, q_hat=None, advantages
         The per-episode term: that of :func:`companion.estimators.trajectory_is`,
         :func:`companion.estimators.per_decision_is`, :func:`companion.estimators.doubly_robust`
         (with ``v_hat`` the consistent :math:`\sum_a \pi(a|s) \hat Q_t(s, a)`) or
-        :func:`single_step_is`, all with ``gamma = mdp.gamma``.
+        :func:`companion.estimators.single_step_is`, all with ``gamma = mdp.gamma``.
     q_hat : array_like, shape (H, S, A)
         The model :math:`\hat Q_t(s, a)` of the doubly robust estimator (required for it only).
     advantages : array_like, shape (H, S, A)
@@ -335,27 +334,19 @@ def estimator_moments(mdp, pi, mu, horizon, estimator, *, q_hat=None, advantages
 
     See :doc:`/book/per_step_weights` (exact variances of the four estimators).
     """
-    if not isinstance(mdp, TabularMDP):
-        raise ValueError(f"mdp must be a companion.mdp.TabularMDP, got {type(mdp).__name__}")
-    p = _check_policy(pi, mdp, "pi")
-    m = _check_policy(mu, mdp, "mu")
-    H = _check_horizon(horizon)
-    if H is None:
-        raise ValueError("horizon must be a positive integer, got None")
+    p, m, H = _check_problem(mdp, pi, mu, horizon)
     if estimator not in _KINDS:
-        raise ValueError(f"estimator must be one of {_KINDS}, got {estimator!r}")
+        raise ValueError(f"estimator: must be one of {_KINDS}, got {estimator!r}")
     needed = {"doubly-robust": ("q_hat", q_hat), "single-step": ("advantages", advantages)}
     table = None
     if estimator in needed:
         name, value = needed[estimator]
         if value is None:
             raise ValueError(f"{name}: the {estimator} estimator needs a table of shape (H, S, A)")
-        table = _finite_array(value, name, ndim=3)
+        table = finite_array(value, name, ndim=3)
         if table.shape != (H, mdp.n_states, mdp.n_actions):
             raise ValueError(f"{name}: expected shape (H, S, A) = "
                              f"{(H, mdp.n_states, mdp.n_actions)}, got {table.shape}")
-    live = ~mdp.terminal
-    _check_support(p[live], m[live])
     rho = np.where(m > 0, p / np.where(m > 0, m, 1.0), 0.0)[:, :, None]      # (S, A, 1)
     R = mdp.R if mdp.R.ndim == 3 else np.broadcast_to(mdp.R[:, :, None], mdp.P.shape)
     step = m[:, :, None] * mdp.P                         # Pr(a_t, s_{t+1} | s_t), (S, A, S)

@@ -14,8 +14,8 @@ Notation (book/notation.md): :math:`\pi` target policy, :math:`\mu` behaviour po
 The estimators of :mod:`companion.estimators` are built on these log weights.
 
 Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-:doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the
-``estimators`` assignment.
+:doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
+:doc:`/book/confidence` and the ``estimators`` and ``variance`` assignments.
 """
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ def log_ratios(logp_target, logp_behavior, mask=None) -> np.ndarray:
     >>> np.exp(lr).round(3).tolist()
     [[2.0, 2.0]]
 
-    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem` and
-    :doc:`/book/per_step_weights`.
+    Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
+    :doc:`/book/per_step_weights` and :doc:`/book/confidence`.
     """
     lp_pi = as_float_array(logp_target, "logp_target")
     lp_mu = as_float_array(logp_behavior, "logp_behavior")
@@ -153,8 +153,8 @@ def trajectory_log_weights(log_ratios, mask=None) -> np.ndarray:
     [3.0, 8.0]
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
-    :doc:`/book/weighted_is`, :doc:`/book/on_off_policy` and the ``estimators`` assignment;
-    :func:`companion.estimators.trajectory_is` and
+    :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`, :doc:`/book/confidence`, the
+    ``estimators`` and ``variance`` assignments; :func:`companion.estimators.trajectory_is` and
     :func:`companion.estimators.weighted_trajectory_is` are built on it.
     """
     lr = as_float_array(log_ratios, "log_ratios", ndim=2)
@@ -199,7 +199,7 @@ def per_decision_log_weights(log_ratios, mask=None) -> np.ndarray:
     Used in :doc:`/book/variance_problem`; :func:`companion.estimators.per_decision_is`,
     :func:`companion.estimators.weighted_per_decision_is`,
     :func:`companion.estimators.doubly_robust` and
-    :func:`companion.weighted.running_per_decision` are built on it.
+    :func:`companion.wis_experiments.running_per_decision` are built on it.
     """
     lr = as_float_array(log_ratios, "log_ratios", ndim=2)
     lr = _masked(lr, mask)

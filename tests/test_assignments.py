@@ -185,10 +185,16 @@ MISTAKES = {
         Mistake("q2", "zero-advantage", "a zero advantage counted as binding above the interval",
                 "(ratio > 1.0 + clip_eps) & (advantages > 0)", "(ratio > 1.0 + clip_eps) & (advantages >= 0)"),
         Mistake("q3", "episode-ends", "GAE recursion that runs across episode ends",
-                "running = delta[t] + gamma * lam * (1.0 - dones[t]) * running",
+                "running = delta[t] + gamma * lam * (1.0 - ends[t]) * running",
                 "running = delta[t] + gamma * lam * running"),
+        Mistake("q3", "episode-ends", "the recursion stops at terminations only, not at truncations",
+                "ends = terminated | np.asarray(truncated, dtype=bool)", "ends = terminated"),
         Mistake("q3", "truncation", "a truncation treated as a termination (no bootstrap)",
-                "terminated = dones & ~truncations", "terminated = dones"),
+                "delta = rewards + gamma * (1.0 - terminated) * next_values",
+                "delta = rewards + gamma * (1.0 - ends) * next_values"),
+        Mistake("q3", "truncation", "a step both terminated and truncated bootstrapped from a terminal state",
+                "terminated = np.asarray(terminated, dtype=bool)",
+                "terminated = np.asarray(terminated, dtype=bool) & ~np.asarray(truncated, dtype=bool)"),
     ],
     "trpo": [
         Mistake("q1", "solve", "the residual not updated: r stays b",
@@ -379,7 +385,7 @@ COMPANION = {
     return {"approx_kl": float(info["approx_kl_k3"]), "clip_fraction": float(info["clip_fraction"]),
             "clip_active_fraction": float(info["clip_active_fraction"])}""",
         "gae": """
-    return cp.gae(rewards, values, dones, truncations, last_values, gamma, lam)""",
+    return cp.gae(rewards, values, terminated, truncated, last_values, gamma, lam)""",
     },
     "trpo": {
         "conjugate_gradient": """

@@ -228,21 +228,21 @@ def test_bad_inputs_raise():
         exact_value(np.zeros((10, 11, 2)))
     bad = random_policy(0.5)
     bad[13, 2, 1] = 1.5
-    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"behavior: probability 1.5 outside \[0, 1\] at index \(13, 2, 1\)"):
         simulate_episodes(10, PI, bad, rng=0)
     bad[13, 2, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match=r"behavior: NaN or inf at index \(13, 2, 1\)"):
         gym_episodes(1, PI, bad, rng=0)
-    with pytest.raises(ValueError, match="p_hit"):
+    with pytest.raises(ValueError, match=r"p_hit: must be in \[0, 1\]"):
         random_policy(-0.1)
-    with pytest.raises(ValueError, match="probability 0 to an action target takes"):
+    with pytest.raises(ValueError, match="behavior: behaviour probability 0 where the target's is positive"):
         exact_second_moment(PI, threshold_policy(18))
-    with pytest.raises(ValueError, match="usable ace"):
+    with pytest.raises(ValueError, match=r"start.player_sum: must be in \[12, 21\] with a usable ace"):
         exact_value(PI, start=(11, 2, True))
-    with pytest.raises(ValueError, match="dealer_card"):
+    with pytest.raises(ValueError, match=r"start.dealer_card: must be an integer in \[1, 10\]"):
         simulate_episodes(5, PI, MU, rng=0, start=(13, 11, True))
-    with pytest.raises(ValueError, match="n must be"):
+    with pytest.raises(ValueError, match="n: must be a positive integer"):
         simulate_episodes(0, PI, MU, rng=0)
-    with pytest.raises(ValueError, match="stick_on"):
+    with pytest.raises(ValueError, match=r"stick_on: must be an integer in \[4, 22\]"):
         threshold_policy(30)
     assert EXAMPLE_5_4_STATE == (13, 2, True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,8 +23,19 @@ def test_every_notebook_is_in_the_toc_and_every_entry_exists():
     assert book_checks.toc_problems(ROOT) == []
 
 
+def _unstripped(paths) -> subprocess.CompletedProcess:
+    """nbstripout's own check (``make strip`` runs the same tool): non-zero if a file would change."""
+    return subprocess.run([sys.executable, "-m", "nbstripout", "--keep-id", "--verify", *map(str, paths)],
+                          capture_output=True, text=True)
+
+
 def test_notebooks_are_committed_without_outputs():
-    assert book_checks.output_problems(ROOT) == []
+    result = _unstripped(sorted((ROOT / "book").glob("*.ipynb")))
+    assert result.returncode == 0, f"run `make strip`:\n{result.stdout}{result.stderr}"
+
+
+def test_every_cell_has_an_id():
+    assert book_checks.cell_id_problems(ROOT) == []
 
 
 def test_chapters_follow_the_layout():
@@ -67,15 +79,17 @@ def test_checks_catch_a_cell_without_an_id(broken_book):
     raw = json.loads(path.read_text())
     del raw["cells"][3]["id"]
     path.write_text(json.dumps(raw, indent=1))
-    assert book_checks.output_problems(broken_book) == ["core_idea.ipynb: cell 3 has no id"]
+    assert book_checks.cell_id_problems(broken_book) == ["core_idea.ipynb: cell 3 has no id"]
 
 
 def test_checks_catch_a_notebook_with_outputs(broken_book):
     cell = nbformat.v4.new_code_cell("1 + 1")
     cell.execution_count = 1
     cell.outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=1)]
-    nbformat.write(_notebook([cell]), broken_book / "book" / "with_output.ipynb")
-    assert any("with_output" in p for p in book_checks.output_problems(broken_book))
+    path = broken_book / "book" / "with_output.ipynb"
+    nbformat.write(_notebook([cell]), path)
+    assert _unstripped([path]).returncode != 0
+    assert _unstripped([broken_book / "book" / "core_idea.ipynb"]).returncode == 0
 
 
 def _only_chapter(book, name, cells):
@@ -267,3 +281,31 @@ def test_checks_catch_glue_from_myst_nb(broken_book):
     problems = book_checks.chapter_problems(broken_book)
     assert any("imports myst_nb" in p for p in problems), problems
     assert any("calls glue without" in p for p in problems), problems
+
+
+def test_toc_reader_follows_sections_urls_and_globs(tmp_path):
+    """scripts/toc.py reads _toc.yml with jupyter-book's parser: reading order, sections, a url
+    entry skipped (a link, not a document), a glob expanded like Sphinx, a missing file kept."""
+    import toc
+
+    (tmp_path / "book").mkdir()
+    for name in ("intro.md", "b.md", "ch_2.ipynb", "ch_1.md", "a.ipynb"):
+        (tmp_path / "book" / name).write_text("")
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump({
+        "format": "jb-book", "root": "book/intro",
+        "parts": [{"caption": "A", "chapters": [
+            {"file": "book/b.md"},
+            {"url": "https://example.org", "title": "Elsewhere"},
+            {"glob": "book/ch_*"},
+            {"file": "book/a", "sections": [{"file": "book/missing"}]},
+        ]}],
+    }))
+    names = [p.relative_to(tmp_path).as_posix() for p in toc.toc_files(tmp_path)]
+    assert names == ["book/intro.md", "book/b.md", "book/ch_1.md", "book/ch_2.ipynb",
+                     "book/a.ipynb", "book/missing"]
+    assert [p.name for p in toc.toc_notebooks(tmp_path)] == ["ch_2.ipynb", "a.ipynb"]
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump({
+        "format": "jb-book", "root": "book/intro",
+        "chapters": [{"glob": "book/nothing_*"}]}))
+    with pytest.raises(ValueError, match="glob 'book/nothing_\\*' matches no document"):
+        toc.toc_files(tmp_path)

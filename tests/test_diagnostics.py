@@ -113,7 +113,7 @@ def test_khat_threshold():
     assert khat_threshold(10**6) == 0.7
     assert khat_threshold(np.int64(10)) == pytest.approx(0.0)
     for bad in (1, 0, 2.5, True, "100"):
-        with pytest.raises(ValueError, match=r"n: sample size"):
+        with pytest.raises(ValueError, match=r"n: must be an integer >= 2"):
             khat_threshold(bad)
 
 

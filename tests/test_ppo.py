@@ -1,6 +1,6 @@
 """Tests for companion.ppo: the clipped surrogate against hand-computed values and its gradient,
-the configuration checks, the history's aggregation over the whole update, and (slow) that PPO
-solves CartPole-v1."""
+the configuration checks, the first update against a hand-written PPO step, the history's
+aggregation over the whole update, and (slow) that PPO solves CartPole-v1 and stays solved."""
 
 import math
 import time
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import companion
-from companion.ppo import PPOConfig, PPOHistory, clipped_surrogate, train_ppo
+from companion.ppo import PPOConfig, clipped_surrogate, train_ppo
+from companion.rl import ActorCritic, History, RolloutCollector, evaluate_policy, gae, make_vec_env
 
 torch.set_num_threads(1)
 
@@ -40,6 +41,11 @@ def test_clipped_surrogate_hand_computed():
     assert info["clip_active_fraction"] == pytest.approx(2 / 8)
     assert info["ratio_min"] == pytest.approx(0.5) and info["ratio_max"] == pytest.approx(1.5)
     assert info["ratio_mean"] == pytest.approx(r.mean(), rel=1e-6)
+    # sorted ratios 0.5 0.5 0.7 0.9 1.0 1.1 1.5 1.5; linear interpolation at position 7 q
+    assert info["ratio_q50"] == pytest.approx(0.95, rel=1e-6)  # position 3.5: (0.9 + 1.0) / 2
+    assert info["ratio_q25"] == pytest.approx(0.65, rel=1e-6)  # position 1.75: 0.5 + 0.75 * 0.2
+    assert info["ratio_q05"] == pytest.approx(0.5, rel=1e-6)
+    assert info["ratio_q95"] == pytest.approx(1.5, rel=1e-6)
 
 
 def test_unclipped_surrogate_is_plain_importance_sampling():
@@ -94,9 +100,9 @@ def test_gradient_flows_to_network_parameters_only_outside_binding_region():
         (torch.zeros(3), torch.zeros(4), 0.2, "advantages"),
         (torch.zeros((2, 2)), torch.zeros((2, 2)), 0.2, "log_ratio"),
         (torch.zeros(0), torch.zeros(0), 0.2, "log_ratio"),
-        (torch.tensor([0.0, float("nan")]), torch.zeros(2), 0.2, "log_ratio.*index 1"),
-        (torch.zeros(2), torch.tensor([float("inf"), 0.0]), 0.2, "advantages.*index 0"),
-        (torch.zeros(2), torch.zeros(2), 1.5, "clip_eps"),
+        (torch.tensor([0.0, float("nan")]), torch.zeros(2), 0.2, "log_ratio: .*index 1"),
+        (torch.zeros(2), torch.tensor([float("inf"), 0.0]), 0.2, "advantages: .*index 0"),
+        (torch.zeros(2), torch.zeros(2), 1.5, r"clip_eps: must be in \(0, 1\)"),
         (torch.zeros(2), torch.zeros(2), 0.0, "clip_eps"),
         (np.zeros(2), torch.zeros(2), 0.2, "log_ratio"),
     ],
@@ -106,42 +112,28 @@ def test_clipped_surrogate_bad_input(log_ratio, adv, eps, match):
         clipped_surrogate(log_ratio, adv, eps)
 
 
-def test_global_gradient_clipping_matches_torch():
-    from companion.ppo import _clip_global_grad_norm
-    from companion.rl import ActorCritic
-
-    nets = [ActorCritic(4, 2, hidden=8, seed=0) for _ in range(2)]
-    obs = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
-    for net in nets:
-        (100 * net.value(obs).sum() + net.logits(obs).sum()).backward()
-    ours = _clip_global_grad_norm(list(nets[0].parameters()), 0.5)
-    ref = torch.nn.utils.clip_grad_norm_(list(nets[1].parameters()), 0.5)
-    assert ours.item() == pytest.approx(ref.item(), rel=1e-6) and ours.item() > 0.5
-    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
-        torch.testing.assert_close(a.grad, b.grad)
-    joint = torch.linalg.vector_norm(torch.cat([p.grad.reshape(-1) for p in nets[0].parameters()]))
-    assert joint.item() == pytest.approx(0.5, rel=1e-4)
-
-
 # --------------------------------------------------------------------------------------------------
 # configuration
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"num_envs": 0}, "num_envs"),
-        ({"num_steps": 2.5}, "num_steps"),
-        ({"update_epochs": 0}, "update_epochs"),
-        ({"num_minibatches": 10_000}, "num_minibatches"),
-        ({"gamma": 1.1}, "gamma"),
-        ({"lam": -0.5}, "lam"),
-        ({"clip_eps": 0.0}, "clip_eps"),
-        ({"learning_rate": 0.0}, "learning_rate"),
-        ({"max_grad_norm": float("inf")}, "max_grad_norm"),
-        ({"ent_coef": -0.1}, "ent_coef"),
-        ({"target_kl": 0.0}, "target_kl"),
-        ({"eval_every": -1}, "eval_every"),
-        ({"stop_return": 475.0}, "stop_return"),
+        ({"num_envs": 0}, "num_envs: must be a positive integer"),
+        ({"num_steps": 2.5}, "num_steps: must be a positive integer"),
+        ({"num_steps": True}, "num_steps: must be a positive integer"),
+        ({"update_epochs": 0}, "update_epochs: must be a positive integer"),
+        ({"num_minibatches": 10_000}, "num_minibatches: 10000 exceeds the batch size"),
+        ({"gamma": 1.1}, r"gamma: must be in \[0, 1\]"),
+        ({"lam": -0.5}, r"lam: must be in \[0, 1\]"),
+        ({"clip_eps": 0.0}, r"clip_eps: must be in \(0, 1\)"),
+        ({"learning_rate": 0.0}, "learning_rate: must be > 0"),
+        ({"max_grad_norm": float("inf")}, "max_grad_norm: must be finite"),
+        ({"ent_coef": -0.1}, "ent_coef: must be >= 0"),
+        ({"target_kl": 0.0}, "target_kl: must be > 0"),
+        ({"eval_every": -1}, "eval_every: must be a non-negative integer"),
+        ({"ratio_sample_size": -1}, "ratio_sample_size: must be a non-negative integer"),
+        ({"hidden": (16, 0)}, "hidden: must be a positive integer"),
+        ({"stop_return": 475.0}, "stop_return: needs eval_every > 0"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -166,6 +158,76 @@ def test_config_fields_are_documented():
 
 
 # --------------------------------------------------------------------------------------------------
+# training: the first update against a hand-written PPO step
+# --------------------------------------------------------------------------------------------------
+def test_first_update_matches_a_hand_written_ppo_step():
+    """Two epochs of one full-batch step, written out from the formulas with the trainer's seeds
+    (the shuffling of a single minibatch only reorders sums): the first record must match."""
+    seed = 5
+    cfg = PPOConfig(total_timesteps=256, num_envs=4, num_steps=64, update_epochs=2,
+                    num_minibatches=1, hidden=16, ratio_sample_size=10**6)
+    _, history = train_ppo("CartPole-v1", cfg, seed=seed, progress=False)
+    rec = history[0]
+
+    env = make_vec_env("CartPole-v1", cfg.num_envs, seed)
+    policy = ActorCritic(4, 2, hidden=cfg.hidden, seed=seed)
+    rollout = RolloutCollector(env).collect(policy, cfg.num_steps, torch.Generator().manual_seed(seed))
+    env.close()
+    with torch.no_grad():
+        values = policy.value(torch.from_numpy(rollout.obs)).double().numpy()
+    adv, ret = gae(rollout.rewards, values[:-1], rollout.terminated, rollout.truncated,
+                   values[-1], cfg.gamma, cfg.lam)
+    valid = rollout.valid
+    obs, actions = torch.from_numpy(rollout.obs[:-1][valid]), torch.from_numpy(rollout.actions[valid])
+    A = torch.tensor(adv[valid], dtype=torch.float32)
+    A = (A - A.mean()) / (A.std() + 1e-8)
+    R = torch.tensor(ret[valid], dtype=torch.float32)
+    with torch.no_grad():
+        p_old = torch.softmax(policy.actor(obs), -1)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
+    eps = cfg.clip_eps  # update 0: nothing annealed yet
+    ratios, losses = [], []
+    for _ in range(cfg.update_epochs):
+        p = torch.softmax(policy.actor(obs), -1)
+        rho = p.gather(1, actions[:, None]).squeeze(1) / p_old.gather(1, actions[:, None]).squeeze(1)
+        policy_loss = -torch.minimum(rho * A, rho.clamp(1 - eps, 1 + eps) * A).mean()
+        value_loss = 0.5 * ((policy.value(obs) - R) ** 2).mean()
+        entropy = -(p * p.log()).sum(1).mean()
+        loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+        optimizer.zero_grad()
+        loss.backward()
+        grads = torch.cat([q.grad.reshape(-1) for q in policy.parameters()])
+        grad_norm = grads.norm()
+        for q in policy.parameters():
+            q.grad *= min(1.0, cfg.max_grad_norm / (float(grad_norm) + 1e-6))
+        optimizer.step()
+        ratios.append(rho.detach().double())
+        losses.append([x.item() for x in (policy_loss, value_loss, entropy, loss, grad_norm)])
+    rho = torch.cat(ratios).numpy()
+    with torch.no_grad():
+        p_new = torch.softmax(policy.actor(obs), -1)
+    kl_final = float((p_old * (p_old / p_new).log()).sum(1).mean())
+    v_old, r_valid = values[:-1][valid], ret[valid]
+
+    close = dict(rel=1e-4, abs=1e-6)
+    assert rec["n_minibatch_steps"] == 2 and rec["episodes"] == len(rollout.episode_returns)
+    assert rec["episode_return"] == pytest.approx(np.mean(rollout.episode_returns), rel=1e-12)
+    for key, value in zip(("policy_loss", "value_loss", "entropy", "loss", "grad_norm"),
+                          np.mean(losses, axis=0), strict=True):
+        assert rec[key] == pytest.approx(value, **close), key
+    assert rec["approx_kl_k1"] == pytest.approx(np.mean(-np.log(rho)), **close)
+    assert rec["approx_kl_k3"] == pytest.approx(np.mean(rho - 1 - np.log(rho)), **close)
+    assert rec["ratio_max"] == pytest.approx(rho.max(), **close)
+    assert rec["clip_fraction"] == pytest.approx(np.mean(np.abs(rho - 1) > eps), abs=2 / rho.size)
+    assert rec["kl_final"] == pytest.approx(kl_final, rel=1e-3, abs=1e-7) and kl_final > 0
+    ev = 1 - np.var(r_valid - v_old) / np.var(r_valid)
+    assert rec["explained_variance"] == pytest.approx(ev, rel=1e-9)
+    # the whole update's ratios, epoch by epoch: the first epoch's are exactly one
+    assert rec["ratio_sample"].size == rho.size == 2 * valid.sum()
+    np.testing.assert_allclose(np.sort(rec["ratio_sample"]), np.sort(rho), rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------
 # training: short runs
 # --------------------------------------------------------------------------------------------------
 SMALL = dict(total_timesteps=768, num_envs=4, num_steps=64, update_epochs=3, num_minibatches=2,
@@ -175,20 +237,22 @@ SMALL = dict(total_timesteps=768, num_envs=4, num_steps=64, update_epochs=3, num
 def test_train_history_is_aggregated_over_the_whole_update():
     cfg = PPOConfig(**SMALL)
     _, history = train_ppo("CartPole-v1", cfg, seed=0, progress=False)
-    assert isinstance(history, PPOHistory) and len(history) == 3
+    assert isinstance(history, History) and len(history) == 3
     for rec in history:
         assert rec["n_minibatch_steps"] == cfg.update_epochs * cfg.num_minibatches
-        # with a sample cap above K, ratio_sample holds every (epoch, transition) ratio
+        # with a sample cap above K, ratio_sample holds every (epoch, transition) ratio: K is
+        # epochs x valid transitions (a reset step follows each of the episode ends, except
+        # possibly those of the rollout's last step)
         r = rec["ratio_sample"].astype(np.float64)
         assert r.size % cfg.update_epochs == 0
-        valid = r.size // cfg.update_epochs
-        assert cfg.num_envs * cfg.num_steps - rec["episodes"] - cfg.num_envs <= valid
-        assert valid <= cfg.num_envs * cfg.num_steps
+        n_valid = r.size // cfg.update_epochs
+        assert cfg.num_envs * cfg.num_steps - rec["episodes"] <= n_valid
+        assert n_valid <= cfg.num_envs * cfg.num_steps - rec["episodes"] + cfg.num_envs
         # the first minibatch of the update sees pi_theta = pi_old, so exactly-one ratios are in
-        # the aggregate: min <= 1 <= max (last-minibatch-only statistics would usually miss them)
-        # (up to float rounding: the rollout evaluated the actor on a different batch shape)
+        # the aggregate: min <= 1 <= max (last-minibatch-only statistics would miss them)
         assert rec["ratio_min"] <= 1.0 + 1e-6 and rec["ratio_max"] >= 1.0 - 1e-6
-        assert np.sum(np.abs(r - 1.0) < 1e-6) >= valid // cfg.num_minibatches
+        assert np.sum(np.abs(r - 1.0) < 1e-6) >= n_valid // cfg.num_minibatches
+        # every statistic describes that same multiset of K ratios
         eps = rec["clip_eps"]
         assert rec["approx_kl_k3"] == pytest.approx(np.mean(r - 1 - np.log(r)), rel=1e-4, abs=1e-7)
         assert rec["approx_kl_k1"] == pytest.approx(np.mean(-np.log(r)), rel=1e-4, abs=1e-6)
@@ -198,13 +262,11 @@ def test_train_history_is_aggregated_over_the_whole_update():
         np.testing.assert_allclose(got, q, rtol=1e-5)
         assert rec["ratio_min"] == pytest.approx(r.min(), rel=1e-6)
         assert rec["ratio_max"] == pytest.approx(r.max(), rel=1e-6)
-        assert rec["kl_final"] >= 0
-        assert -1.0 <= rec["explained_variance"] <= 1.0 or math.isnan(rec["explained_variance"])
     d = history.to_dict_of_arrays()
     np.testing.assert_array_equal(d["env_steps"], [256, 512, 768])
-    assert np.all(np.diff(d["wall_time"]) > 0)
-    # learning rate annealed linearly: lr * (1 - k / n_updates)
+    # learning rate and clip annealed linearly: value * (1 - k / n_updates)
     np.testing.assert_allclose(d["learning_rate"], cfg.learning_rate * np.array([1, 2 / 3, 1 / 3]))
+    np.testing.assert_allclose(d["clip_eps"], cfg.clip_eps * np.array([1, 2 / 3, 1 / 3]))
 
 
 def test_train_is_reproducible_and_leaves_global_rng_alone():
@@ -216,22 +278,38 @@ def test_train_is_reproducible_and_leaves_global_rng_alone():
     np.testing.assert_array_equal(np.random.get_state()[1], np_state)  # noqa: NPY002
     p2, h2 = train_ppo("CartPole-v1", cfg, seed=3, progress=False)
     for a, b in zip(h1, h2, strict=True):
+        assert a.keys() == b.keys()
         for key in a:
             if key != "wall_time":
                 np.testing.assert_array_equal(a[key], b[key])
     for a, b in zip(p1.parameters(), p2.parameters(), strict=True):
         assert torch.equal(a, b)
-    _, h3 = train_ppo("CartPole-v1", cfg, seed=4, progress=False)
-    assert h3[-1]["loss"] != h1[-1]["loss"]
 
 
-def test_unclipped_ablation_and_target_kl():
-    cfg = PPOConfig(**{**SMALL, "clip_eps": None, "update_epochs": 8, "learning_rate": 1e-2})
-    _, history = train_ppo("CartPole-v1", cfg, seed=0, progress=False)
-    assert all(math.isnan(r["clip_eps"]) and r["clip_fraction"] == 0.0 for r in history)
+def test_without_the_clip_the_ratios_run_further():
+    # the same reuse of each batch (12 epochs, a large step size) with and without the clip; the
+    # clip removes the incentive to move a ratio further out, so its ratios stay closer to one
+    base = {**SMALL, "total_timesteps": 1024, "update_epochs": 12, "learning_rate": 1e-2,
+            "anneal_lr": False, "anneal_clip": False}
+    runs = {}
+    for clip_eps in (0.2, None):
+        _, history = train_ppo("CartPole-v1", PPOConfig(**base, clip_eps=clip_eps), seed=0,
+                               progress=False)
+        runs[clip_eps] = history.to_dict_of_arrays()
+    clipped, unclipped = runs[0.2], runs[None]
+    assert np.isnan(unclipped["clip_eps"]).all() and (unclipped["clip_fraction"] == 0).all()
+    # (seeds 0-2 give factors of 40-90, 4-65 and 50-300: the margins below are wide)
+    assert unclipped["approx_kl_k3"].max() > 10 * clipped["approx_kl_k3"].max()
+    assert unclipped["ratio_max"].max() > 3 * clipped["ratio_max"].max()
+    assert unclipped["kl_final"].max() > 10 * clipped["kl_final"].max()
+
+
+def test_target_kl_stops_the_epochs_early():
     cfg = PPOConfig(**{**SMALL, "update_epochs": 50, "learning_rate": 1e-2, "target_kl": 1e-4})
     _, history = train_ppo("CartPole-v1", cfg, seed=0, progress=False)
     assert any(r["n_minibatch_steps"] < 50 * cfg.num_minibatches for r in history)
+    # it stops at the end of an epoch: whole epochs of num_minibatches steps
+    assert all(r["n_minibatch_steps"] % cfg.num_minibatches == 0 for r in history)
 
 
 def test_evaluation_callback_and_excluded_time():
@@ -261,37 +339,36 @@ def test_stop_return_stops_at_first_good_evaluation():
 
 
 def test_train_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="config"):
+    with pytest.raises(ValueError, match="config: must be a PPOConfig"):
         train_ppo("CartPole-v1", config={"num_envs": 2}, progress=False)
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(ValueError, match="seed: must be a non-negative integer"):
         train_ppo("CartPole-v1", PPOConfig(**SMALL), seed=1.5, progress=False)
-    with pytest.raises(ValueError, match="Pendulum-v1.*Discrete"):
+    with pytest.raises(ValueError, match="env_id: 'Pendulum-v1' must have a Discrete"):
         train_ppo("Pendulum-v1", PPOConfig(**SMALL), progress=False)
 
 
 def test_public_names():
-    assert companion.ppo.train is train_ppo
     for name in ("clipped_surrogate", "PPOConfig", "train_ppo", "gae", "evaluate_policy",
-                 "ActorCritic", "make_vec_env"):
+                 "ActorCritic", "make_vec_env", "RolloutCollector", "History"):
         assert hasattr(companion, name)
 
 
 # --------------------------------------------------------------------------------------------------
-# slow: PPO solves CartPole-v1
+# slow: PPO solves CartPole-v1 and stays solved (what benchmarks/README.md reports)
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_ppo_solves_cartpole_for_most_seeds():
-    """Deterministic evaluation return >= 475 (10 episodes) within 100,000 steps, >= 4 of 5 seeds.
-
-    Each seed stops at its first evaluation (every 2,000 steps) that reaches 475.
-    """
-    cfg = PPOConfig(total_timesteps=100_000, eval_every=2_000, eval_episodes=10,
-                    stop_return=475.0, ratio_sample_size=0)
-    solved = []
+def test_ppo_solves_cartpole_and_stays_solved_for_5_of_5_seeds():
+    """With the defaults, for each of the seeds 0-4: a deterministic evaluation (10 episodes, every
+    2,000 steps) reaches a mean return of 475 within 100,000 steps, and the policy at the end of the
+    100,000-step budget still evaluates at >= 475 (10 fresh episodes)."""
+    cfg = PPOConfig(total_timesteps=100_000, eval_every=2_000, eval_episodes=10, ratio_sample_size=0)
+    reached, final = [], []
     for seed in range(5):
-        _, history = train_ppo("CartPole-v1", cfg, seed=seed, progress=False)
-        best = np.nanmax([r["eval_return"] for r in history])
-        solved.append(best >= 475.0)
-        print(f"seed {seed}: best eval {best:.1f} after {history[-1]['env_steps']} steps, "
+        policy, history = train_ppo("CartPole-v1", cfg, seed=seed, progress=False)
+        evals = [r["eval_return"] for r in history if not math.isnan(r["eval_return"])]
+        reached.append(max(evals) >= 475.0)
+        final.append(evaluate_policy(policy, "CartPole-v1", episodes=10, seed=10_000 * (seed + 1) + len(evals))[0])
+        print(f"seed {seed}: best evaluation {max(evals):.1f}, final {final[-1]:.1f}, "
               f"{history[-1]['wall_time']:.1f} s")
-    assert sum(solved) >= 4, solved
+    assert all(reached), reached
+    assert min(final) >= 475.0, final

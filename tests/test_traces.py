@@ -19,8 +19,8 @@ from companion.mdp import (
 )
 from companion.traces import (
     VTraceTargets,
+    _nstep_parts,
     nstep_fixed_point,
-    nstep_targets,
     retrace_operator,
     retrace_targets,
     tabular_q_evaluation,
@@ -156,9 +156,11 @@ def test_retrace_special_cases():
 @given(batches(), st.integers(1, 7))
 @SETTINGS
 def test_nstep_targets_loop(batch, n_step):
+    """The uncorrected n-step targets that tabular_q_evaluation(method="n_step") averages."""
     (r, v, _, _), lengths, gamma, _, _ = batch
     mask = mask_of(lengths, r.shape[1])
-    got = nstep_targets(r, v, n_step, gamma, mask)
+    part, last, disc = _nstep_parts(np.where(mask, r, 0.0), mask, n_step, gamma)
+    got = np.where(mask, part + disc * np.take_along_axis(v, last, axis=1), 0.0)
     for i in range(r.shape[0]):
         for t in range(lengths[i]):
             m = min(n_step, lengths[i] - t)
@@ -417,9 +419,7 @@ def test_targets_bad_input():
     with pytest.raises(ValueError, match=r"mask:.*suffix"):
         vtrace_targets(z, z, z, z, 0.9, mask=np.array([[True, False, True, True]] * 3))
     with pytest.raises(ValueError, match=r"rewards:.*empty"):
-        nstep_targets(np.zeros((0, 4)), np.zeros((0, 4)), 2, 0.9)
-    with pytest.raises(ValueError, match=r"n_step:"):
-        nstep_targets(z, z, 0, 0.9)
+        retrace_targets(np.zeros((0, 4)), np.zeros((0, 4)), np.zeros((0, 4)), np.zeros((0, 4)), 0.9)
     with pytest.raises(ValueError, match=r"log_ratios:.*overflow.*c_bar"):
         retrace_targets(np.ones((1, 3)), np.zeros((1, 3)), np.zeros((1, 3)),
                         np.full((1, 3), 500.0), 1.0, c_bar=np.inf)

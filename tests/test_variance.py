@@ -73,7 +73,7 @@ def test_chi_square_zero_behaviour_probability_of_unused_action_is_fine():
 @pytest.mark.parametrize("pi, mu, match", [
     ([0.5, 0.5], [1.0, 0.0], "action 1"),
     ([[0.5, 0.5], [0.5, 0.5]], [[0.5, 0.5], [0.0, 1.0]], "state 1, action 0"),
-    ([0.5, 0.5], [0.5, 0.3, 0.2], "same shape"),
+    ([0.5, 0.5], [0.5, 0.3, 0.2], "mu: shape .3,. does not match pi's shape"),
     ([0.5, 0.6], [0.5, 0.5], "sum to 1"),
     ([np.nan, 1.0], [0.5, 0.5], "NaN"),
     ([1.5, -0.5], [0.5, 0.5], r"\[0, 1\]"),
@@ -190,7 +190,7 @@ def test_population_ess_fraction_stderr_matches_repeated_batches():
 
 def test_population_ess_fraction_bad_n():
     pi, mu = np.array([[0.6, 0.4]]), np.array([[0.5, 0.5]])
-    with pytest.raises(ValueError, match="n must be"):
+    with pytest.raises(ValueError, match="n: must be a positive integer"):
         population_ess_fraction(one_state(), pi, mu, 3, n=0)
 
 
@@ -307,14 +307,14 @@ def test_estimator_moments_match_simulation(surrogate_setting):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(estimator="weighted"), "estimator must be one of"),
+    (dict(estimator="weighted"), "estimator: must be one of"),
     (dict(estimator="doubly-robust"), "q_hat: the doubly-robust estimator needs"),
     (dict(estimator="single-step"), "advantages: the single-step estimator needs"),
     (dict(estimator="doubly-robust", q_hat=np.zeros((2, 1, 2))), "q_hat: expected shape"),
-    (dict(estimator="single-step", advantages=np.full((3, 1, 2), np.nan)), "advantages contains NaN"),
-    (dict(estimator="per-decision", horizon=0), "horizon must be a positive integer"),
+    (dict(estimator="single-step", advantages=np.full((3, 1, 2), np.nan)), r"advantages: NaN or inf at index \(0, 0, 0\)"),
+    (dict(estimator="per-decision", horizon=0), "horizon: must be a positive integer, got 0"),
     (dict(estimator="per-decision", mu=[[1.0, 0.0]]), "mu: behaviour probability 0"),
-    (dict(estimator="per-decision", pi=[[0.5, 0.6]]), "pi rows must sum to 1"),
+    (dict(estimator="per-decision", pi=[[0.5, 0.6]]), "pi: probabilities must sum to 1, got 1.1"),
 ])
 def test_estimator_moments_bad_input(kwargs, match):
     args = dict(mdp=one_state(), pi=[[0.5, 0.5]], mu=[[0.5, 0.5]], horizon=3)

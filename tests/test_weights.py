@@ -58,7 +58,9 @@ def test_no_overflow_10000_steps():
     lr = np.log(np.full((2, 10_000), [[1.2], [0.8]]))
     lw = trajectory_log_weights(lr)
     np.testing.assert_allclose(lw, [10_000 * math.log(1.2), 10_000 * math.log(0.8)], rtol=1e-12)
-    assert np.all(np.isfinite(per_decision_log_weights(lr)))
+    prefix = per_decision_log_weights(lr)
+    np.testing.assert_allclose(prefix[:, -1], lw, rtol=1e-12)
+    np.testing.assert_allclose(prefix[:, 4_999], lw / 2, rtol=1e-12)  # half way: half the log
 
 
 def test_self_normalise_huge_log_weights():

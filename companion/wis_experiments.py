@@ -1,24 +1,22 @@
-r"""Weighted importance sampling: running estimates, exact finite-n moments, infinite variance.
-
-Tools for :doc:`/book/weighted_is`:
+r"""Weighted importance sampling over episodes: running estimates and exact finite-n moments.
 
 * :func:`running_estimates` turns a sequence of episodes (weights :math:`w_i` and returns
   :math:`G_i`) into the ordinary and weighted estimates after every episode, the quantities that
-  Sutton & Barto (2018) plot in Figures 5.3 and 5.4.
+  Sutton & Barto (2018) plot in Figures 5.3 and 5.4; :func:`running_per_decision` does the same
+  for the per-decision estimators.
 * :func:`weighted_is_exact` computes the exact mean, bias and mean squared error of the weighted
   estimator for ``n`` draws from a finite distribution (by enumerating every possible sample), and
   :func:`weighted_is_bias_limit` the constant :math:`c` in :math:`\text{bias} \approx c / n`.
-* :func:`running_per_decision` does the same for the per-decision estimators.
-* :func:`one_state_episodes`, :func:`one_state_running` and :func:`one_state_second_moment` for the
-  one-state MDP of Sutton & Barto's Example 5.5, where ordinary importance sampling has infinite
-  variance.
+
+Sutton & Barto's Example 5.5, where ordinary importance sampling has infinite variance, is in
+:mod:`companion.one_state`; their Example 5.4 in :mod:`companion.blackjack`.
 
 Convention for 0/0. Before the first episode with a positive weight the weighted estimate is 0/0.
 Like Sutton & Barto's incremental algorithm (section 5.6), which starts from :math:`V = 0` and
 changes it only when a weight is positive, we report 0 there. The estimators of
 :mod:`companion.estimators` raise instead; here a value is needed at every episode count.
 
-See :doc:`/book/weighted_is`.
+Used in :doc:`/book/weighted_is` and the ``weighted_is`` assignment.
 """
 
 from __future__ import annotations
@@ -32,8 +30,14 @@ from scipy.special import gammaln
 
 from ._validation import (
     as_float_array,
+    check_checkpoints,
+    check_distribution,
     check_finite,
+    check_gamma,
+    check_int,
     check_same_shape,
+    check_support,
+    finite_array,
     first_index,
     where,
 )
@@ -45,18 +49,8 @@ __all__ = [
     "ExactMoments",
     "weighted_is_exact",
     "weighted_is_bias_limit",
-    "one_state_episodes",
-    "OneStateRuns",
-    "one_state_running",
-    "one_state_second_moment",
     "running_per_decision",
 ]
-
-#: Probabilities of one step of Example 5.5 under the behaviour policy (left 1/2, right 1/2).
-_P_LEFT_STAY = 0.5 * 0.9
-_P_LEFT_END = 0.5 * 0.1
-_P_END = 1.0 - _P_LEFT_STAY  # 0.55: the episode ends at this step
-_P_NONZERO = _P_LEFT_END / _P_END  # 1/11: an ending step is 'left' (weight > 0)
 
 #: Largest number of outcomes-count vectors :func:`weighted_is_exact` will enumerate.
 _MAX_COMPOSITIONS = 5_000_000
@@ -68,6 +62,8 @@ _MAX_COMPOSITIONS = 5_000_000
 @dataclass(frozen=True)
 class RunningEstimates:
     """Ordinary and weighted importance sampling estimates after each of ``n`` episodes.
+
+    Used in :doc:`/book/weighted_is` and the ``weighted_is`` assignment.
 
     Attributes
     ----------
@@ -133,7 +129,7 @@ def running_estimates(w, G, *, log: bool = False) -> RunningEstimates:
     >>> running_estimates([0.0, 4.0, 1.0], [5.0, 1.0, 6.0]).weighted.round(3).tolist()
     [0.0, 1.0, 2.0]
 
-    See :doc:`/book/weighted_is`, Figures 5.3 and 5.4 of Sutton & Barto.
+    Used in :doc:`/book/weighted_is` and the ``weighted_is`` assignment.
     """
     g = as_float_array(G, "G")
     if g.ndim == 0:
@@ -173,6 +169,8 @@ def running_estimates(w, G, *, log: bool = False) -> RunningEstimates:
 class ExactMoments:
     """Exact moments of an estimator built from ``n`` i.i.d. draws (see :func:`weighted_is_exact`).
 
+    Used in :doc:`/book/weighted_is`.
+
     Attributes
     ----------
     n : int
@@ -198,27 +196,14 @@ class ExactMoments:
 
 
 def _check_finite_problem(f, p, q):
-    fv = as_float_array(f, "f", ndim=1)
-    check_finite(fv, "f")
+    fv = finite_array(f, "f", ndim=1)
     out = [fv]
     for arr, name in ((p, "p"), (q, "q")):
-        a = as_float_array(arr, name, ndim=1)
+        a = finite_array(arr, name, ndim=1)
         check_same_shape(fv, "f", a, name)
-        check_finite(a, name)
-        if (a < 0).any() or (a > 1).any():
-            idx = first_index((a < 0) | (a > 1))
-            raise ValueError(f"{name}: probability {float(a[idx])!r} outside [0, 1] at {where(idx, 1)}")
-        if abs(a.sum() - 1.0) > 1e-9:
-            raise ValueError(f"{name}: probabilities must sum to 1, got {a.sum()!r}")
-        out.append(a)
+        out.append(check_distribution(a, name))
     fv, pv, qv = out
-    bad = (qv == 0) & (pv > 0)
-    if bad.any():
-        idx = first_index(bad)
-        raise ValueError(
-            f"q: probability 0 at {where(idx, 1)} where p is {float(pv[idx])!r} > 0 "
-            "(importance sampling needs q > 0 wherever p > 0)"
-        )
+    check_support(pv, qv, "p", "q", axes=("outcome",))
     return fv, pv, qv
 
 
@@ -279,9 +264,7 @@ def weighted_is_exact(f, p, q, n) -> ExactMoments:
     See :doc:`/book/weighted_is`, eq. (eq-wis-bias).
     """
     fv, pv, qv = _check_finite_problem(f, p, q)
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise ValueError(f"n: must be a positive integer, got {n!r}")
-    n = int(n)
+    n = check_int(n, "n")
     keep = qv > 0  # outcomes that can be drawn
     fk, pk, qk = fv[keep], pv[keep], qv[keep]
     k = fk.shape[0]
@@ -344,208 +327,6 @@ def weighted_is_bias_limit(f, p, q) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sutton & Barto, Example 5.5
-# ---------------------------------------------------------------------------------------------
-def _check_count(n, name: str) -> int:
-    ok = not isinstance(n, bool) and isinstance(n, (int, np.integer, float)) and float(n).is_integer()
-    if not ok or n < 1:
-        raise ValueError(f"{name}: must be a positive integer, got {n!r}")
-    return int(n)
-
-
-def one_state_episodes(n, rng):
-    r"""Sample episodes of Sutton & Barto's Example 5.5 under the behaviour policy.
-
-    Under :math:`\mu` (left or right with probability 1/2) each step is *left, stay* with
-    probability 0.45, *left, end* (reward +1) with 0.05 and *right, end* (reward 0) with 0.5. So
-    the number :math:`K` of *left, stay* steps is geometric,
-    :math:`\Pr(K = k) = 0.45^k \cdot 0.55`, the episode has :math:`T = K + 1` steps, and the last
-    step is *left* with probability :math:`0.05/0.55 = 1/11`, independently of :math:`K`. With
-    :math:`\pi` = always left, :math:`\rho = 2` for left and 0 for right, so
-
-    .. math::
-
-        w = \rho_{0:T-1} = 2^{K+1} \indicator[\text{ends left}], \qquad
-        G = \indicator[\text{ends left}].
-
-    Parameters
-    ----------
-    n : int
-        Number of episodes.
-    rng : numpy.random.Generator or int
-
-    Returns
-    -------
-    w : ndarray, shape (n,)
-        Trajectory weights (exact powers of two, or 0).
-    G : ndarray, shape (n,)
-        Returns (0 or 1).
-    length : ndarray of int, shape (n,)
-        Number of steps :math:`T` of each episode.
-
-    Raises
-    ------
-    ValueError
-        If ``n`` is not a positive integer.
-
-    Examples
-    --------
-    >>> w, G, length = one_state_episodes(5, rng=3)
-    >>> bool(np.all((w == 0) | (w == 2.0 ** length))), bool(np.all(G == (w > 0)))
-    (True, True)
-
-    See :doc:`/book/weighted_is` (infinite variance).
-    """
-    n = _check_count(n, "n")
-    rng = np.random.default_rng(rng)
-    length = rng.geometric(_P_END, size=n)  # T = K + 1 >= 1
-    ends_left = rng.random(n) < _P_NONZERO
-    G = ends_left.astype(np.float64)
-    w = np.where(ends_left, np.ldexp(1.0, length), 0.0)
-    return w, G, length
-
-
-@dataclass(frozen=True)
-class OneStateRuns:
-    """Running estimates of Example 5.5 at chosen episode counts (see :func:`one_state_running`).
-
-    Attributes
-    ----------
-    checkpoints : ndarray of int, shape (m,)
-        Episode counts :math:`k` at which the estimates are recorded.
-    ordinary, weighted : ndarray, shape (n_runs, m)
-        Ordinary and weighted IS estimates after :math:`k` episodes.
-    second_moment : ndarray, shape (n_runs, m)
-        Sample second moment :math:`\\frac1k \\sum_{i \\le k} (w_i G_i)^2`.
-    first_positive : ndarray of int, shape (n_runs,)
-        Number (1-based) of the first episode with a positive weight.
-    """
-
-    checkpoints: np.ndarray
-    ordinary: np.ndarray
-    weighted: np.ndarray
-    second_moment: np.ndarray
-    first_positive: np.ndarray
-
-
-def one_state_running(n_runs, n_episodes, checkpoints, rng) -> OneStateRuns:
-    r"""Ordinary and weighted IS on Example 5.5 for many episodes, recorded at checkpoints.
-
-    Ten out of eleven episodes have weight 0 and add nothing to any sum, so the simulation draws
-    only the others: the gaps between episodes with positive weight are geometric with success
-    probability 1/11, and each such episode has :math:`w G = 2^{K+1}` with
-    :math:`\Pr(K = k) = 0.45^k \cdot 0.55`. This gives exactly the same distribution of every
-    running sum as drawing all ``n_episodes`` episodes one by one (:func:`one_state_episodes`),
-    at a tenth of the cost and memory.
-
-    .. math::
-
-        V^{\text{ord}}_k = \frac1k \sum_{i \le k} w_i G_i, \quad
-        V^{\text{wtd}}_k = \frac{\sum_{i \le k} w_i G_i}{\sum_{i \le k} w_i}, \quad
-        M_k = \frac1k \sum_{i \le k} (w_i G_i)^2.
-
-    Parameters
-    ----------
-    n_runs : int
-        Number of independent runs.
-    n_episodes : int
-        Episodes per run.
-    checkpoints : array_like of int, shape (m,)
-        Episode counts in ``[1, n_episodes]`` at which to record the estimates.
-    rng : numpy.random.Generator or int
-
-    Returns
-    -------
-    OneStateRuns
-
-    Raises
-    ------
-    ValueError
-        If a count is not a positive integer or a checkpoint is outside ``[1, n_episodes]``.
-
-    Examples
-    --------
-    >>> runs = one_state_running(3, 1000, [10, 100, 1000], rng=0)
-    >>> runs.ordinary.shape, bool(np.all(runs.weighted[:, -1] == 1.0))
-    ((3, 3), True)
-
-    See :doc:`/book/weighted_is` (infinite variance).
-    """
-    n_runs = _check_count(n_runs, "n_runs")
-    n_episodes = _check_count(n_episodes, "n_episodes")
-    cps = np.asarray(checkpoints)
-    if cps.ndim != 1 or cps.size == 0 or not np.issubdtype(cps.dtype, np.integer):
-        raise ValueError(f"checkpoints: expected a non-empty 1-D array of integers, got {checkpoints!r}")
-    if cps.min() < 1 or cps.max() > n_episodes:
-        raise ValueError(f"checkpoints: must lie in [1, n_episodes={n_episodes}], got {cps.min()}..{cps.max()}")
-    rng = np.random.default_rng(rng)
-    m = cps.size
-    out = {name: np.zeros((n_runs, m)) for name in ("ordinary", "weighted", "second")}
-    first = np.zeros(n_runs, dtype=np.int64)
-    expected = n_episodes * _P_NONZERO
-    block = int(expected + 10 * np.sqrt(expected) + 20)
-    for r in range(n_runs):
-        pos = np.cumsum(rng.geometric(_P_NONZERO, size=block))
-        while pos[-1] <= n_episodes:  # rare: draw more gaps
-            pos = np.concatenate([pos, pos[-1] + np.cumsum(rng.geometric(_P_NONZERO, size=block))])
-        pos = pos[pos <= n_episodes]
-        length = rng.geometric(_P_END, size=pos.size)  # T = K + 1
-        wg = np.ldexp(1.0, length)
-        idx = np.searchsorted(pos, cps, side="right")  # episodes with positive weight so far
-        s1 = np.concatenate([[0.0], np.cumsum(wg)])[idx]
-        s2 = np.concatenate([[0.0], np.cumsum(wg * wg)])[idx]
-        out["ordinary"][r] = s1 / cps
-        out["second"][r] = s2 / cps
-        # all positive weights have G = 1, so numerator and denominator are the same sum
-        out["weighted"][r] = np.divide(s1, s1, out=np.zeros(m), where=s1 > 0)
-        first[r] = pos[0] if pos.size else n_episodes + 1
-    return OneStateRuns(cps.copy(), out["ordinary"], out["weighted"], out["second"], first)
-
-
-def one_state_second_moment(max_left_stays):
-    r"""Partial sums of :math:`\E_\mu[(\rho_{0:T-1} G)^2]` in Example 5.5 (closed form).
-
-    The episode that goes *left, stay* :math:`k` times and then *left, end* has probability
-    :math:`0.45^k \cdot 0.05` under :math:`\mu`, weight :math:`2^{k+1}` and return 1; every
-    other episode has :math:`\rho G = 0`. Summing over :math:`k \le K`:
-
-    .. math::
-
-        S_K = \sum_{k=0}^{K} 0.05 \cdot 0.45^k \cdot 4^{k+1}
-            = \sum_{k=0}^{K} 0.2 \cdot 1.8^k = \frac{1.8^{K+1} - 1}{4},
-
-    which grows without bound: the second moment, hence the variance, is infinite.
-
-    Parameters
-    ----------
-    max_left_stays : int or array_like of int
-        :math:`K \ge 0`.
-
-    Returns
-    -------
-    float or ndarray
-        :math:`S_K`, same shape as the input.
-
-    Raises
-    ------
-    ValueError
-        If an entry is negative or not an integer.
-
-    Examples
-    --------
-    >>> one_state_second_moment([0, 1, 2]).round(4).tolist()  # 0.2, 0.2 + 0.36, + 0.648
-    [0.2, 0.56, 1.208]
-
-    See :doc:`/book/weighted_is` (infinite variance), eq. (eq-wis-second-moment).
-    """
-    k = np.asarray(max_left_stays)
-    if not np.issubdtype(k.dtype, np.integer) or (k < 0).any():
-        raise ValueError(f"max_left_stays: must be integers >= 0, got {max_left_stays!r}")
-    out = (1.8 ** (k + 1.0) - 1.0) / 4.0
-    return float(out) if out.ndim == 0 else out
-
-
-# ---------------------------------------------------------------------------------------------
 # running per-decision estimates
 # ---------------------------------------------------------------------------------------------
 def running_per_decision(rewards, log_ratios, checkpoints, gamma=1.0, mask=None):
@@ -593,7 +374,7 @@ def running_per_decision(rewards, log_ratios, checkpoints, gamma=1.0, mask=None)
     >>> pd.tolist(), wpd.round(4).tolist()  # n = 2: (4 + 0.25) / 2 and 0.8 + 1
     ([4.0, 2.125], [2.0, 1.8])
 
-    See chapter 8 (weighted per-decision importance sampling).
+    Used in :doc:`/book/weighted_is`.
     """
     r = as_float_array(rewards, "rewards", ndim=2)
     lr = as_float_array(log_ratios, "log_ratios", ndim=2)
@@ -602,15 +383,9 @@ def running_per_decision(rewards, log_ratios, checkpoints, gamma=1.0, mask=None)
     if mask is not None:
         r = np.where(mask, r, 0.0)
     check_finite(r, "rewards")
-    g = float(gamma)
-    if not 0.0 <= g <= 1.0:
-        raise ValueError(f"gamma: discount must be in [0, 1], got {gamma!r}")
+    g = check_gamma(gamma)
     n, horizon = r.shape
-    cps = np.asarray(checkpoints)
-    if cps.ndim != 1 or cps.size == 0 or not np.issubdtype(cps.dtype, np.integer):
-        raise ValueError(f"checkpoints: expected a non-empty 1-D array of integers, got {checkpoints!r}")
-    if cps.min() < 1 or cps.max() > n:
-        raise ValueError(f"checkpoints: must lie in [1, n={n}], got {cps.min()}..{cps.max()}")
+    cps = check_checkpoints(checkpoints, n, "n")
     with np.errstate(over="ignore"):
         prefix = np.exp(log_w)  # rho_{i,0:t}; padding keeps the last value
     if not np.all(np.isfinite(prefix)):

@@ -1,10 +1,9 @@
-"""Tests for companion.weighted: running estimates, exact finite-n moments, Example 5.5."""
+"""Tests for companion.wis_experiments: running estimates and exact finite-n moments."""
 
 from itertools import product
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from companion.estimators import (
     per_decision_is,
@@ -12,15 +11,7 @@ from companion.estimators import (
     weighted_per_decision_is,
     weighted_trajectory_is,
 )
-from companion.mdp import (
-    sample_trajectories,
-    sutton_barto_one_state_mdp,
-    sutton_barto_one_state_policies,
-)
-from companion.weighted import (
-    one_state_episodes,
-    one_state_running,
-    one_state_second_moment,
+from companion.wis_experiments import (
     running_estimates,
     running_per_decision,
     weighted_is_bias_limit,
@@ -151,7 +142,7 @@ def test_bias_is_of_order_one_over_n():
         (F, P, Q, 0, "n: must be a positive integer"),
         (F, P, Q, 2.5, "n: must be a positive integer"),
         (F, P, [0.5, 0.5, 0.1], 2, "q: probabilities must sum to 1"),
-        (F, [0.1, 0.2, 0.7], [1.0, 0.0, 0.0], 2, "q: probability 0 at index 1"),
+        (F, [0.1, 0.2, 0.7], [1.0, 0.0, 0.0], 2, "q: behaviour probability 0 at outcome 1 where p is 0.2"),
         (F, [1.2, -0.2, 0.0], Q, 2, r"p: probability 1.2 outside \[0, 1\] at index 0"),
         (F[:2], P, Q, 2, "shape"),
         (F, P, Q, 10_000, "count vectors"),
@@ -160,72 +151,6 @@ def test_bias_is_of_order_one_over_n():
 def test_exact_moments_reject_bad_input(f, p, q, n, match):
     with pytest.raises(ValueError, match=match):
         weighted_is_exact(f, p, q, n)
-
-
-# ------------------------------------------------------------------ Example 5.5
-def _classes(x):
-    """Classes 0, 2, 4, 8, >= 16 of the values rho * G."""
-    return np.minimum(np.where(x > 0, np.round(np.log2(np.maximum(x, 1.0))), 0), 4).astype(int)
-
-
-def test_one_state_episodes_match_the_mdp_simulator():
-    mdp = sutton_barto_one_state_mdp()
-    pi, mu = sutton_barto_one_state_policies()
-    n = 40_000
-    traj = sample_trajectories(mdp, mu, n=n, horizon=40, rng=4, target=pi)
-    assert traj.terminated.all()
-    ref = np.exp(traj.log_rho.sum(axis=1)) * traj.rewards.sum(axis=1)
-    w, G, length = one_state_episodes(n, rng=5)
-    table = np.array([np.bincount(_classes(ref), minlength=5), np.bincount(_classes(w * G), minlength=5)])
-    assert stats.chi2_contingency(table).pvalue > 1e-3
-    assert np.all(G == (w > 0)) and np.all(w[w > 0] == 2.0 ** length[w > 0])
-    lengths_ref = traj.mask.sum(axis=1)
-    assert abs(length.mean() - lengths_ref.mean()) < 4 * np.hypot(length.std(), lengths_ref.std()) / np.sqrt(n)
-
-
-def test_one_state_running_first_checkpoint_distribution_and_weighted_value():
-    runs = one_state_running(20_000, 1, [1], rng=6)
-    w, G, _ = one_state_episodes(20_000, rng=7)
-    table = np.array([np.bincount(_classes(runs.ordinary[:, 0]), minlength=5),
-                      np.bincount(_classes(w * G), minlength=5)])
-    assert stats.chi2_contingency(table).pvalue > 1e-3
-    runs = one_state_running(50, 5_000, np.arange(1, 5_001), rng=8)
-    k = np.arange(1, 5_001)
-    after = k[None, :] >= runs.first_positive[:, None]
-    assert np.all(runs.weighted[after] == 1.0) and np.all(runs.weighted[~after] == 0.0)
-    sums = runs.ordinary * k  # sums of powers of two >= 2
-    assert np.allclose(sums, np.round(sums)) and np.all(np.round(sums) % 2 == 0)
-    assert np.all(runs.second_moment * k >= sums)
-    first = runs.first_positive
-    assert abs(first.mean() - 11) < 4 * np.sqrt(110) / np.sqrt(first.size)
-
-
-def test_one_state_running_rejects_bad_input():
-    with pytest.raises(ValueError, match="n_runs"):
-        one_state_running(0, 10, [1], rng=0)
-    with pytest.raises(ValueError, match="checkpoints"):
-        one_state_running(1, 10, [11], rng=0)
-    with pytest.raises(ValueError, match="checkpoints"):
-        one_state_running(1, 10, [1.5], rng=0)
-    with pytest.raises(ValueError, match="n"):
-        one_state_episodes(-3, rng=0)
-
-
-def test_second_moment_partial_sums_closed_form_and_recursion():
-    K = np.arange(30)
-    direct = np.cumsum(0.05 * 0.45**K * 4.0 ** (K + 1))
-    np.testing.assert_allclose(one_state_second_moment(K), direct, rtol=1e-12)
-    # recursion on the MDP: m_H = sum_a mu(a) rho(a)^2 sum_s' P(s'|a) [r^2 or m_{H-1}]
-    mdp = sutton_barto_one_state_mdp()
-    pi, mu = sutton_barto_one_state_policies()
-    m = 0.0
-    for h in range(1, 31):
-        m = sum(mu[0, a] * (pi[0, a] / mu[0, a]) ** 2
-                * (mdp.P[0, a, 1] * mdp.R[0, a, 1] ** 2 + mdp.P[0, a, 0] * m) for a in range(2))
-        assert m == pytest.approx(one_state_second_moment(h - 1), rel=1e-12)
-    assert isinstance(one_state_second_moment(3), float)
-    with pytest.raises(ValueError, match="max_left_stays"):
-        one_state_second_moment([-1])
 
 
 # ------------------------------------------------------------------ running_per_decision
