@@ -12,7 +12,8 @@ NOTEBOOKS = $(shell $(BIN)/python scripts/toc.py notebooks)
 JB_FLAGS := -W -n --keep-going
 
 .PHONY: install book book-nosolutions test test-unit test-notebooks test-build test-browser \
-        test-slow test-assignments assignments serve lint strip sync-repo-url benchmarks clean
+        test-slow test-assignments assignments serve lint strip sync-repo-url benchmarks clean \
+        test-environments serve-nosolutions
 # The graded assignments, in the order of the chapters they build on (scripts/build_assignments.py).
 ASSIGNMENTS ?= offpolicy_gradient estimators variance weighted_is ppo trpo traces
 # A term seed for `make assignments SEED=...`: new hidden-test inputs and expected values.
@@ -34,20 +35,26 @@ book: $(STAMP)
 	@echo "Open _build/html/index.html, or run 'make serve'."
 
 ## The book without the solutions of the chapter exercises, for a course that grades them.
+## Shares the execution cache of `make book`: notebooks it has executed are not executed again.
+NOSOLUTIONS_HTML := _build/nosolutions/_build/html
 book-nosolutions: $(STAMP)
-	$(BIN)/python scripts/nosolutions_config.py > _build_nosolutions_config.yml
+	$(BIN)/python scripts/nosolutions_config.py --cache _build/.jupyter_cache > _build_nosolutions_config.yml
 	$(BIN)/jupyter-book build . --config _build_nosolutions_config.yml --path-output _build/nosolutions $(JB_FLAGS)
 	rm -f _build_nosolutions_config.yml
+	@echo "Open $(NOSOLUTIONS_HTML)/index.html, or run 'make serve-nosolutions'."
 
 serve:
 	$(BIN)/python -m http.server --directory _build/html 8000
 
+serve-nosolutions:
+	$(BIN)/python -m http.server --directory $(NOSOLUTIONS_HTML) 8000
+
 ## Every test. Deleting the execution cache forces every notebook to execute afresh.
-test: test-unit test-notebooks test-build test-browser test-assignments test-slow
+test: test-unit test-notebooks test-build test-browser test-assignments test-slow test-environments
 
 test-unit: $(STAMP)
 	$(BIN)/python scripts/colab_cell.py --check
-	$(BIN)/python -m pytest -m "not slow and not browser" --doctest-modules companion tests \
+	$(BIN)/python -m pytest -m "not slow and not browser and not environments" --doctest-modules companion tests \
 	  --ignore=tests/test_assignments.py
 
 test-notebooks: $(STAMP)
@@ -55,8 +62,9 @@ test-notebooks: $(STAMP)
 	$(BIN)/python -m pytest --nbval-lax -n 2 --dist loadfile $(NOTEBOOKS)
 
 test-build: $(STAMP)
-	rm -rf _build/.jupyter_cache _build/.doctrees _build/html _build/jupyter_execute
+	rm -rf _build/.jupyter_cache _build/.doctrees _build/html _build/jupyter_execute _build/nosolutions
 	$(BIN)/jupyter-book build . $(JB_FLAGS)
+	$(MAKE) --no-print-directory book-nosolutions
 
 test-browser: $(STAMP)
 	test -x /usr/bin/chromium || test -n "$$CHROMIUM_PATH" || $(BIN)/python -m playwright install chromium
@@ -64,6 +72,12 @@ test-browser: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow tests
+
+## Where the notebooks live besides the course's venv: every chapter in a fresh environment with
+## only what its set-up cell installs; requirements resolved for every supported Python. Needs
+## the package index.
+test-environments: $(STAMP)
+	$(BIN)/python -m pytest -m environments -n 2 tests --ignore=tests/test_assignments.py
 
 ## The graded assignments (book/instructors.md): student notebooks and autograders in
 ## assignments/dist/<name>/{student,autograder}; SEED=<number> builds a term's private variant.

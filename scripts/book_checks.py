@@ -57,7 +57,9 @@ def chapter_problems(root: Path) -> list[str]:
     kernel, starts with the set-up cell (``scripts/colab_cell.py``), applies the course's plotting style, imports ``companion``, and ends with
     at least three labelled exercises, each with a solution in a dropdown. A code cell outside the
     solutions that checks the numbers a solution quotes carries the cell tag ``solution``, so
-    that the edition without solutions drops it.
+    that the edition without solutions drops it; no cell that edition keeps reads a name that
+    only a solution's cell sets. Glue comes from ``companion.notebook`` (never from myst-nb,
+    which Colab and Binder lack).
     """
     problems = []
     notebooks = [p for p in toc_files(root) if p.suffix == ".ipynb"]
@@ -85,6 +87,12 @@ def chapter_problems(root: Path) -> list[str]:
             problems.append(f"{name}: never calls companion.plotting.use_course_style()")
         if not re.search(r"^\s*(import companion|from companion)", code, re.M):
             problems.append(f"{name}: never imports companion")
+        if re.search(r"^\s*(import myst_nb|from myst_nb)", code, re.M):
+            problems.append(f"{name}: imports myst_nb, which Colab and Binder lack; use "
+                            "`from companion.notebook import glue`")
+        if re.search(r"\bglue\(", code) and not re.search(
+                r"^\s*from companion\.notebook import .*\bglue\b", code, re.M):
+            problems.append(f"{name}: calls glue without `from companion.notebook import glue`")
         exercises = re.findall(r"^(`{3,}|:{3,})\{exercise(?:-start)?\}", text, re.M)
         labels = re.findall(r"^:label:\s*(\S+)", text, re.M)
         solutions = re.findall(r"^(`{3,}|:{3,})\{solution(?:-start)?\}\s*(\S+)", text, re.M)
@@ -98,6 +106,7 @@ def chapter_problems(root: Path) -> list[str]:
         if dropdowns < len(solutions):
             problems.append(f"{name}: {len(solutions) - dropdowns} solutions are not dropdowns")
         problems += [f"{name}: {p}" for p in _untagged_solution_checks(nb)]
+        problems += [f"{name}: {p}" for p in _main_text_reads_solution_names(nb)]
     return problems
 
 
@@ -520,4 +529,68 @@ def glue_problems(root: Path, chapters=None) -> list[str]:
         for key in sorted(shown - keys):
             if not any(pattern.fullmatch(key) for pattern in patterns):
                 problems.append(f"{path.name}: the text shows {key!r}, which nothing glues")
+    return problems
+
+
+def _solution_cells(nb) -> list[bool]:
+    """For each cell: whether the edition without solutions drops it (a code cell between
+    ``solution-start`` and ``solution-end``, or tagged ``solution``)."""
+    flags, inside = [], False
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            flags.append(False)
+            for directive in re.findall(r"\{solution-(start|end)\}", cell.source):
+                inside = directive == "start"
+        else:
+            flags.append(inside or "solution" in cell.metadata.get("tags", []))
+    return flags
+
+
+def _names(source: str) -> tuple[set[str], set[str]]:
+    """The global names a cell reads before binding them, and the names it binds."""
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    try:
+        tree = ast.parse("\n".join(lines))
+    except SyntaxError:
+        return set(), set()
+    reads, binds = set(), set()
+    for statement in tree.body:
+        local = set()  # names bound inside functions, lambdas and comprehensions of the statement
+        for node in ast.walk(statement):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                local |= {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)}
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ListComp,
+                                 ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+                local |= {n.id for n in ast.walk(node)
+                          if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        for node in ast.walk(statement):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                if node.id not in binds and node.id not in local:
+                    reads.add(node.id)
+        for node in ast.walk(statement):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+                if node.id not in local:
+                    binds.add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                binds.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                binds |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return reads, binds
+
+
+def _main_text_reads_solution_names(nb) -> list[str]:
+    """Code cells that the edition without solutions keeps but that read a name last set by a
+    solution's cell: without the solutions they would fail, or compute something else."""
+    problems, last_set = [], {}
+    for i, (cell, in_solution) in enumerate(zip(nb.cells, _solution_cells(nb), strict=True)):
+        if cell.cell_type != "code":
+            continue
+        reads, binds = _names(cell.source)
+        if not in_solution:
+            for name in sorted(reads):
+                if last_set.get(name, (None, False))[1]:
+                    problems.append(f"cell {i} reads {name!r}, last set by a solution's cell "
+                                    f"{last_set[name][0]}: the edition without solutions drops it")
+        for name in binds:
+            last_set[name] = (i, in_solution)
     return problems

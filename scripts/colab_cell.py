@@ -5,10 +5,12 @@ requirements (``assignments/requirements-autograder.txt``).
 
 The repository URL lives in one place, ``repository.url`` in ``_config.yml``. Every chapter notebook
 starts with a code cell, hidden in the HTML (tag ``remove-cell``), that installs the companion with
-the version ranges of its ``pyproject.toml`` when it is missing (on Colab, say), keeps an installed
-torch and numpy, and does nothing where the companion is installed. The environment variable
-``COMPANION_SOURCE`` points the cell at another source (tests/test_fresh_environment.py installs a
-freshly built wheel that way).
+the version ranges of its ``pyproject.toml`` and its ``notebooks`` extra (what the chapters import
+beyond the companion's own dependencies: pandas) when it is missing (on Colab, say), keeps an
+installed torch and numpy (so that Colab keeps its CUDA build and no runtime restart is needed),
+installs the CPU build of torch where there is none, and does nothing where the companion is
+installed. The environment variable ``COMPANION_SOURCE`` points the cell at another source
+(tests/test_fresh_environment.py installs a freshly built wheel that way).
 
     python scripts/colab_cell.py --check   # exit 1 if any notebook's cell is missing or stale
     python scripts/colab_cell.py --write   # insert or rewrite the cell in every notebook under book/
@@ -29,23 +31,30 @@ MARKER = "# Set-up for Colab"
 
 TEMPLATE = '''\
 # Set-up for Colab, Binder and other fresh environments: installs the course's `companion` package
-# with the version ranges it needs when it is missing, and does nothing where it is installed.
-# An installed torch or numpy is kept as it is; without torch, the small CPU build is installed.
-# COMPANION_SOURCE, if set, names what to install instead (a wheel or a folder, say).
+# with the version ranges it needs (and pandas, for a table) when it is missing, and does nothing
+# where it is installed. An installed torch or numpy is kept as it is; without torch, the small CPU
+# build is installed. COMPANION_SOURCE, if set, says where to get the companion from instead (a
+# wheel, a folder or a pip URL).
+import importlib
 import importlib.util
 import os
+import pathlib
 import subprocess
 import sys
 from importlib.metadata import version
 
 if importlib.util.find_spec("companion") is None:
-    source = os.environ.get("COMPANION_SOURCE", "is-rl-companion @ git+{url}@{branch}")
+    print("Installing the course's companion package (a minute or two)...")
+    source = os.environ.get("COMPANION_SOURCE", "git+{url}@{branch}")
+    if os.path.exists(source):  # a wheel or a folder on this machine
+        source = pathlib.Path(source).resolve().as_uri()
     keep = [f"{{name}}=={{version(name)}}" for name in ("torch", "numpy")
             if importlib.util.find_spec(name) is not None]
     cpu_torch = ([] if importlib.util.find_spec("torch") is not None
                  else ["--extra-index-url", "https://download.pytorch.org/whl/cpu"])
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", source, *keep, *cpu_torch],
-                   check=True)'''
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    f"is-rl-companion[notebooks] @ {{source}}", *keep, *cpu_torch], check=True)
+    importlib.invalidate_caches()'''
 
 
 def expected_source(root: Path = ROOT) -> str:

@@ -31,6 +31,18 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+#: The edition without solutions (`make book-nosolutions`, which `make test` builds too).
+NOSOLUTIONS_SITE = ROOT / "_build" / "nosolutions" / "_build" / "html"
+
+
+def _serve(directory: Path):
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 @pytest.fixture(scope="session")
 def site() -> Path:
     if not (SITE / "index.html").exists():
@@ -40,11 +52,23 @@ def site() -> Path:
 
 @pytest.fixture(scope="session")
 def base_url(site):
-    handler = functools.partial(_QuietHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server, url = _serve(site)
+    yield url
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def nosolutions_site() -> Path:
+    if not (NOSOLUTIONS_SITE / "index.html").exists():
+        pytest.fail(f"no edition without solutions in {NOSOLUTIONS_SITE.relative_to(ROOT)}: run "
+                    "`make book-nosolutions` (or `make test`, which builds it)")
+    return NOSOLUTIONS_SITE
+
+
+@pytest.fixture(scope="session")
+def nosolutions_url(nosolutions_site):
+    server, url = _serve(nosolutions_site)
+    yield url
     server.shutdown()
 
 

@@ -252,6 +252,37 @@ def test_autograder_requirements_pin_the_same_versions_as_the_course():
     assert {name: course.get(name) for name in autograder} == autograder
 
 
+def test_checks_catch_main_text_that_needs_a_solutions_variables(broken_book):
+    """The edition without solutions drops the solutions' cells: the cells it keeps must not
+    read what only a solution sets."""
+    cells = [
+        nbformat.v4.new_code_cell("x = 1\ndef f(n):\n    return [k * x for k in range(n)]"),
+        nbformat.v4.new_markdown_cell("```{solution-start} ex-core-a\n:class: dropdown\n```"),
+        nbformat.v4.new_code_cell("x = 2\nonly_in_solution = f(3)"),
+        nbformat.v4.new_markdown_cell("```{solution-end}\n```"),
+        nbformat.v4.new_code_cell("checked = only_in_solution", metadata={"tags": ["solution"]}),
+        nbformat.v4.new_code_cell("print(x)"),                     # x was last set by a solution
+        nbformat.v4.new_code_cell("x = 3\nprint(x, f(2))"),        # rebinds first: fine
+        nbformat.v4.new_code_cell("y = [x for x in range(2)]"),    # a comprehension's own x: fine
+        nbformat.v4.new_code_cell("print(checked)"),               # set by a tagged cell
+    ]
+    _only_chapter(broken_book, "needy", cells)
+    needs = [p for p in book_checks.chapter_problems(broken_book) if "last set by a solution" in p]
+    assert needs == [
+        "needy.ipynb: cell 5 reads 'x', last set by a solution's cell 2: the edition without "
+        "solutions drops it",
+        "needy.ipynb: cell 8 reads 'checked', last set by a solution's cell 4: the edition "
+        "without solutions drops it"], needs
+
+
+def test_checks_catch_glue_from_myst_nb(broken_book):
+    cells = [nbformat.v4.new_code_cell("from myst_nb import glue\nglue('core_x', 1)")]
+    _only_chapter(broken_book, "gluey", cells)
+    problems = book_checks.chapter_problems(broken_book)
+    assert any("imports myst_nb" in p for p in problems), problems
+    assert any("calls glue without" in p for p in problems), problems
+
+
 def test_toc_reader_follows_sections_urls_and_globs(tmp_path):
     """scripts/toc.py reads _toc.yml with jupyter-book's parser: reading order, sections, a url
     entry skipped (a link, not a document), a glob expanded like Sphinx, a missing file kept."""
