@@ -11,9 +11,9 @@ export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
 NOTEBOOKS = $(shell $(BIN)/python scripts/toc.py notebooks)
 JB_FLAGS := -W -n --keep-going
 
-.PHONY: install book book-nosolutions test test-unit test-notebooks test-build test-browser \
-        test-slow test-assignments assignments serve lint strip sync-repo-url benchmarks clean \
-        test-environments serve-nosolutions
+.PHONY: install book book-nosolutions pdf pdf-nosolutions test test-unit test-notebooks test-build \
+        test-pdf test-browser test-slow test-assignments assignments serve lint strip sync-repo-url \
+        benchmarks clean test-environments serve-nosolutions
 # The graded assignments, in the order of the chapters they build on (scripts/build_assignments.py).
 ASSIGNMENTS ?= offpolicy_gradient estimators variance weighted_is ppo trpo traces
 # A term seed for `make assignments SEED=...`: new hidden-test inputs and expected values.
@@ -43,6 +43,16 @@ book-nosolutions: $(STAMP)
 	rm -f _build_nosolutions_config.yml
 	@echo "Open $(NOSOLUTIONS_HTML)/index.html, or run 'make serve-nosolutions'."
 
+## The PDF edition, _build/pdf/book.pdf, from the same executed notebooks as the HTML (the execution
+## cache of `make book`); also copied to _build/html/book.pdf, which the preface links to. Needs
+## Chromium and poppler-utils (README).
+pdf: $(STAMP)
+	$(BIN)/python scripts/build_pdf.py
+
+## The PDF without the solutions of the chapter exercises: _build/pdf/book-nosolutions.pdf.
+pdf-nosolutions: $(STAMP)
+	$(BIN)/python scripts/build_pdf.py --nosolutions
+
 serve:
 	$(BIN)/python -m http.server --directory _build/html 8000
 
@@ -50,12 +60,12 @@ serve-nosolutions:
 	$(BIN)/python -m http.server --directory $(NOSOLUTIONS_HTML) 8000
 
 ## Every test. Deleting the execution cache forces every notebook to execute afresh.
-test: test-unit test-notebooks test-build test-browser test-assignments test-slow test-environments
+test: test-unit test-notebooks test-build test-pdf test-browser test-assignments test-slow test-environments
 
 test-unit: $(STAMP)
 	$(BIN)/python scripts/colab_cell.py --check
 	$(BIN)/python -m pytest -m "not slow and not browser and not environments" --doctest-modules companion tests \
-	  --ignore=tests/test_assignments.py
+	  --ignore=tests/test_assignments.py --ignore=tests/test_pdf.py
 
 test-notebooks: $(STAMP)
 	@test -n "$(NOTEBOOKS)" || { echo "no notebooks in _toc.yml"; exit 1; }
@@ -65,6 +75,13 @@ test-build: $(STAMP)
 	rm -rf _build/.jupyter_cache _build/.doctrees _build/html _build/jupyter_execute _build/nosolutions
 	$(BIN)/jupyter-book build . $(JB_FLAGS)
 	$(MAKE) --no-print-directory book-nosolutions
+
+## Both PDF editions (two jobs: one prints while the other reads the notebooks), then their tests.
+## Runs after test-build, whose HTML build the edition with solutions reuses.
+test-pdf: $(STAMP)
+	test -x /usr/bin/chromium || test -n "$$CHROMIUM_PATH" || $(BIN)/python -m playwright install chromium
+	$(MAKE) -j2 pdf pdf-nosolutions
+	$(BIN)/python -m pytest tests/test_pdf.py
 
 test-browser: $(STAMP)
 	test -x /usr/bin/chromium || test -n "$$CHROMIUM_PATH" || $(BIN)/python -m playwright install chromium
