@@ -19,8 +19,8 @@ Used by ``make pdf`` and ``make pdf-nosolutions``. Three steps:
    (read with poppler's ``pdfinfo -dests``), on which page every chapter and section starts; those
    page numbers go into the table of contents, and the second print is the book.
 
-The edition with solutions is also copied to ``_build/html/book.pdf`` when that site exists: the
-preface of the HTML book links to it.
+Each edition is also copied into its HTML site as ``book.pdf`` when that site exists
+(``_build/html`` or ``_build/nosolutions/_build/html``): the preface links to it.
 """
 
 from __future__ import annotations
@@ -253,8 +253,9 @@ def main(argv=None) -> int:
     _log(f"singlehtml ready after {time.time() - started:.0f} s")
     pdf = OUT / ("book-nosolutions.pdf" if args.nosolutions else "book.pdf")
     summary = print_book(site, pdf, config, args.nosolutions)
-    if not args.nosolutions and (BUILD / "html").is_dir():
-        shutil.copyfile(pdf, BUILD / "html" / "book.pdf")
+    html = (OUT / "nosolutions" / "_build" / "html") if args.nosolutions else BUILD / "html"
+    if html.is_dir():  # the edition's own site links to book.pdf from its preface
+        shutil.copyfile(pdf, html / "book.pdf")
     summary["total_seconds"] = round(time.time() - started, 1)
     _log(f"wrote {pdf.relative_to(ROOT)}: {json.dumps(summary)}")
     return 0
