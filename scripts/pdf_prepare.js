@@ -25,10 +25,15 @@
     if (text !== undefined) e.textContent = text;
     return e;
   };
-  const headingText = (h) => {
-    const c = h.cloneNode(true);
-    c.querySelectorAll(".headerlink").forEach((x) => x.remove());
-    return c.textContent.replace(/\s+/g, " ").trim();
+  // A heading's content for the contents (its mathematics is MathJax's output, which keeps its
+  // glyphs in CSS, so it is cloned rather than read as text).
+  const headingLabel = (h) => {
+    const label = el("span", "pdf-label");
+    h.childNodes.forEach((n) => label.appendChild(n.cloneNode(true)));
+    label.querySelectorAll(".headerlink, [id]").forEach((x) => {
+      if (x.classList.contains("headerlink")) x.remove(); else x.removeAttribute("id");
+    });
+    return label;
   };
   const sectionOf = (doc, isRoot) => {
     if (isRoot) return article.querySelector(":scope > section");
@@ -64,7 +69,7 @@
     const li = el("li", cls);
     const a = el("a");
     a.href = "#" + id;
-    a.appendChild(el("span", "pdf-label", label));
+    a.appendChild(label);
     a.appendChild(el("span", "pdf-leader"));
     const page = el("span", "pdf-page");
     page.dataset.target = id;
@@ -92,10 +97,10 @@
       if (part.caption && j === 0) {
         section.insertBefore(el("div", "pdf-part-title", part.caption), heading);
       }
-      entry("pdf-doc", headingText(heading), anchor(section));
+      entry("pdf-doc", headingLabel(heading), anchor(section));
       if (part.numbered) {
         section.querySelectorAll(":scope > section > h3").forEach((h) => {
-          entry("pdf-section", headingText(h), anchor(h.parentElement));
+          entry("pdf-section", headingLabel(h), anchor(h.parentElement));
         });
       }
     });
