@@ -77,9 +77,11 @@ test-build: $(STAMP)
 	$(MAKE) --no-print-directory book-nosolutions
 
 ## Both PDF editions (two jobs: one prints while the other reads the notebooks), then their tests.
-## Runs after test-build, whose HTML build the edition with solutions reuses.
+## Runs after test-build, whose HTML build the edition with solutions reuses; the edition without
+## solutions reads every notebook afresh from the execution cache that test-build filled.
 test-pdf: $(STAMP)
 	test -x /usr/bin/chromium || test -n "$$CHROMIUM_PATH" || $(BIN)/python -m playwright install chromium
+	rm -rf _build/pdf
 	$(MAKE) -j2 pdf pdf-nosolutions
 	$(BIN)/python -m pytest tests/test_pdf.py
 
