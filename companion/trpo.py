@@ -514,6 +514,8 @@ def trust_region_step(s: torch.Tensor, Fs: torch.Tensor, delta: float) -> torch.
 class LineSearchResult:
     r"""Outcome of :func:`backtracking_line_search`.
 
+    Used in :doc:`/book/trpo` and the ``trpo`` assignment.
+
     Attributes
     ----------
     theta : torch.Tensor, shape (n,)
@@ -535,8 +537,6 @@ class LineSearchResult:
         rejected).
     trials : tuple of (float, float, float)
         ``(step_fraction, actual_improvement, mean_kl)`` of every candidate tried, in order.
-
-    Used in :doc:`/book/trpo` and the ``trpo`` assignment.
     """
 
     theta: torch.Tensor
