@@ -3,6 +3,12 @@
 sphinx-thebe registers its configuration script twice under Jupyter Book 1.0, which makes the browser
 report "Identifier 'THEBE_JS_URL' has already been declared" on every page. This extension drops
 repeated script entries from each page's context, keeping the first.
+
+The PDF edition prints the ``singlehtml`` builder's page. Sphinx gives a builder the visitors
+registered under its own name and falls back to its format ("html") only when there are none;
+sphinx-exercise registers some under "singlehtml", so the visitors other extensions register for
+"html" alone (myst-nb's hidden-input cells among them) would be missing there and the build would
+stop. This extension gives "singlehtml" every "html" visitor it lacks.
 """
 
 from __future__ import annotations
@@ -27,6 +33,16 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
     context["script_files"] = unique
 
 
+def _html_visitors_for_singlehtml(app):
+    if app.builder.name != "singlehtml":
+        return
+    handlers = app.registry.translation_handlers
+    single = handlers.setdefault("singlehtml", {})
+    for node_name, visitors in handlers.get("html", {}).items():
+        single.setdefault(node_name, visitors)
+
+
 def setup(app):
     app.connect("html-page-context", _dedupe_scripts, priority=1000)  # after every other handler
+    app.connect("builder-inited", _html_visitors_for_singlehtml)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
