@@ -491,7 +491,9 @@ def write_reader_notebooks(app, exception) -> None:
     import nbformat
     from sphinx.util import logging
 
-    if exception is not None or app.builder.format != "html":
+    # Only the site's own builder: the single page of the PDF edition has no download buttons, and
+    # its environment numbers equations per page, not per chapter.
+    if exception is not None or app.builder.name != "html":
         return
     logger = logging.getLogger(__name__)
     hide = bool(getattr(app.config, "course_hide_solutions", False))
