@@ -15,8 +15,9 @@ The single ratio :math:`\rho_i` ignores the change in the state distribution, so
 only trustworthy while :math:`\pi_\theta` stays close to :math:`\pi_{\theta_\text{old}}`. The clip
 does **not** keep :math:`\rho_i` inside :math:`[1-\epsilon, 1+\epsilon]`: it only removes the
 gradient that would push :math:`\rho_i` further in the direction the advantage favours. Ratios do
-leave the interval (through the shared parameters and the other minibatches); the history below
-measures by how much.
+leave the interval: one finite step can carry a ratio that was inside, with its full gradient,
+past the edge (overshoot), and the shared parameters, the other minibatches and Adam's momentum
+move ratios whose own gradient is zero; the history below measures by how much.
 
 One update of :func:`train_ppo` reads top to bottom: **collect** ``num_steps`` steps of
 ``num_envs`` copies with :math:`\pi_{\theta_\text{old}}`; compute **advantages** by GAE; **update**

@@ -19,10 +19,13 @@ subject to a bound on how far the new policy may move from the one that collecte
       \mathrm{KL}\bigl(\pi_{\theta_\text{old}}(\cdot \mid s_i)
                        \,\|\, \pi_\theta(\cdot \mid s_i)\bigr) \le \delta .
 
-**Which constraint the code enforces.** The theory (the monotonic-improvement bound) is stated
-with the *maximum* KL over all states. Like every practical TRPO, this module constrains the
-*mean* KL over the visited states :math:`s_1, \dots, s_B` of the batch, :math:`\bar D_\mathrm{KL}`
-above. A state that is rare in the batch may therefore move much more than :math:`\delta`. The
+**Which constraint the code enforces.** TRPO's monotonic-improvement bound (Schulman et al. 2015,
+Theorem 1) is stated with the *maximum* KL over all states. Like every practical TRPO, this module
+constrains the *mean* KL over the visited states :math:`s_1, \dots, s_B` of the batch,
+:math:`\bar D_\mathrm{KL}` above. A bound with the square root of the mean KL over the discounted
+state distribution of the old policy exists (Achiam et al. 2017, Corollary 3); the batch mean
+estimates that mean, without the discount weights. A state that is rare in the batch may move much
+more than :math:`\delta`. The
 history records both the mean (the enforced quantity) and the maximum per-state KL over the batch
 (``max_kl``), so the two can be compared.
 
@@ -34,7 +37,9 @@ One update (:func:`train_trpo`) is a sequence of small named steps:
 2. :math:`g = \nabla_\theta L(\theta_\text{old})`;
 3. solve :math:`F s = g` approximately by :func:`conjugate_gradient`, where :math:`F` is applied by
    :func:`fisher_vector_product` (the Hessian of :math:`\bar D_\mathrm{KL}` at
-   :math:`\theta_\text{old}`, plus damping);
+   :math:`\theta_\text{old}`, plus damping); stopping after ``cg_iters`` iterations leaves
+   :math:`s` in the span of :math:`g, Fg, \dots, F^{k-1}g`, which shrinks it in the directions
+   of small curvature, much as damping does;
 4. scale to the edge of the quadratic trust region,
    :math:`\Delta\theta = \sqrt{2\delta / s^\top F s}\; s` (:func:`trust_region_step`);
 5. :func:`backtracking_line_search`: try :math:`\theta_\text{old} + \alpha^k \Delta\theta`,
@@ -191,7 +196,10 @@ def conjugate_gradient(
 
     and stops after ``iters`` iterations or as soon as :math:`\lVert r_k \rVert_2 \le`
     ``tol``. In exact arithmetic it solves an :math:`n \times n` system in at most :math:`n`
-    iterations; TRPO uses about 10, which is far fewer than the number of parameters.
+    iterations; TRPO uses about 10, which is far fewer than the number of parameters. The
+    iterate after :math:`k` iterations lies in the span of :math:`b, Ab, \dots, A^{k-1}b`; an
+    early stop under-resolves the directions of small eigenvalues, where :math:`A^{-1}b` is
+    largest, so it acts like damping rather than as an exact solve.
 
     Parameters
     ----------
@@ -334,7 +342,9 @@ def make_fisher_vector_product(
         out as their concatenated flattening, in this order.
     damping : float, default 0.1
         :math:`\lambda_\text{damp} \ge 0`, added on the diagonal; keeps :math:`F` invertible
-        and the conjugate-gradient step bounded.
+        and the conjugate-gradient step bounded. For a network the undamped :math:`F` is
+        singular whenever the parameters outnumber :math:`B(|\mathcal A| - 1)` (each state
+        adds a term of rank at most :math:`|\mathcal A| - 1`).
 
     Returns
     -------
@@ -714,7 +724,8 @@ class TRPOConfig:
     states (0.001-0.05; the paper uses 0.01)."""
 
     cg_iters: int = 10
-    """Conjugate-gradient iterations, i.e. Fisher-vector products per update (5-20)."""
+    """Conjugate-gradient iterations, i.e. Fisher-vector products per update (5-20). Fewer
+    iterations act like more damping: the step is shrunk in the directions of small curvature."""
 
     cg_damping: float = 0.1
     r"""Damping :math:`\lambda_\text{damp}` added to the Fisher matrix, :math:`F + \lambda_\text{damp}
