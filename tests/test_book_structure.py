@@ -42,6 +42,19 @@ def test_chapters_follow_the_layout():
     assert book_checks.chapter_problems(ROOT) == []
 
 
+def test_no_chapter_asserts_literals_only():
+    """An assert whose operands are all literals (or names bound only to literals) cannot fail."""
+    assert book_checks.literal_assert_problems(ROOT) == []
+
+
+def test_every_glued_number_is_shown_and_every_shown_key_is_glued():
+    assert book_checks.glue_problems(ROOT) == []
+
+
+def test_nothing_mentions_a_document_the_reader_does_not_have():
+    assert book_checks.unknown_source_problems(ROOT) == []
+
+
 def test_every_notebook_starts_with_the_current_setup_cell():
     assert colab_cell.stale_notebooks(ROOT) == []
 
