@@ -253,7 +253,7 @@ def main(argv=None) -> int:
     _log(f"singlehtml ready after {time.time() - started:.0f} s")
     pdf = OUT / ("book-nosolutions.pdf" if args.nosolutions else "book.pdf")
     summary = print_book(site, pdf, config, args.nosolutions)
-    html = (OUT / "nosolutions" / "_build" / "html") if args.nosolutions else BUILD / "html"
+    html = (BUILD / "nosolutions" / "_build" / "html") if args.nosolutions else BUILD / "html"
     if html.is_dir():  # the edition's own site links to book.pdf from its preface
         shutil.copyfile(pdf, html / "book.pdf")
     summary["total_seconds"] = round(time.time() - started, 1)
