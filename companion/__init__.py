@@ -21,6 +21,7 @@ _MODULES = (
     "bandits",
     "policy_gradient",
     "variance",
+    "continuous",
     "blackjack",
     "one_state",
     "wis_experiments",

@@ -130,14 +130,16 @@ from tqdm.auto import tqdm
 from ._validation import check_int, check_nonnegative, check_positive, check_unit_interval
 from .rl import (
     ActorCritic,
+    GaussianActorCritic,
     EvaluationSchedule,
     History,
     RolloutCollector,
     TrainingClock,
     check_common_config,
-    check_discrete_env,
+    check_env_spaces,
     explained_variance,
     gae,
+    make_actor_critic,
     make_vec_env,
 )
 
@@ -342,6 +344,18 @@ class PPOConfig:
     hidden: int | tuple[int, ...] = 64
     """Hidden widths of both MLPs (int: two layers of that width). Usual range 32 to 256."""
 
+    log_std_init: float = 0.0
+    """Initial log standard deviation of a Gaussian policy (Box action spaces only; 0 gives
+    standard deviation 1). Usual range -1 to 0.5, relative to the scale of the actions."""
+
+    norm_obs: bool = False
+    """Normalise observations by running mean and variance (:class:`companion.rl.RunningMeanStd`,
+    updated after each update's optimisation phase)."""
+
+    reward_scale: float = 1.0
+    """Multiply rewards by this before GAE (the value function learns the scaled returns; logged
+    returns are unscaled). Usual range 0.01 to 1: returns of order 1 to 10 suit the value loss."""
+
     adam_eps: float = 1e-5
     """Adam's epsilon (1e-5 as in the reference implementations; PyTorch's default is 1e-8)."""
 
@@ -387,9 +401,9 @@ class PPOConfig:
 # --------------------------------------------------------------------------------------------------
 def train_ppo(env_id: str = "CartPole-v1", config: PPOConfig | None = None, seed: int = 0,
               progress: bool = True,
-              callback: Callable[[dict, ActorCritic], bool | None] | None = None
-              ) -> tuple[ActorCritic, History]:
-    r"""Train a categorical PPO agent on a discrete-action gymnasium environment.
+              callback: Callable[[dict, ActorCritic | GaussianActorCritic], bool | None] | None = None
+              ) -> tuple[ActorCritic | GaussianActorCritic, History]:
+    r"""Train a PPO agent on a gymnasium environment with discrete or continuous actions.
 
     Each update collects ``num_steps`` steps from ``num_envs`` copies with
     :math:`\pi_{\theta_\text{old}}`, computes GAE advantages and returns, and then takes
@@ -406,7 +420,10 @@ def train_ppo(env_id: str = "CartPole-v1", config: PPOConfig | None = None, seed
     ----------
     env_id : str, default "CartPole-v1"
         Gymnasium id of an environment with a flat ``Box`` observation space and a ``Discrete``
-        action space.
+        action space (categorical policy, :class:`companion.rl.ActorCritic`) or a
+        one-dimensional ``Box`` action space with finite bounds (diagonal Gaussian policy,
+        :class:`companion.rl.GaussianActorCritic`; actions are clipped to the bounds only when
+        sent to the environment).
     config : PPOConfig or None
         Hyperparameters; None uses ``PPOConfig()``.
     seed : int, default 0
@@ -420,8 +437,8 @@ def train_ppo(env_id: str = "CartPole-v1", config: PPOConfig | None = None, seed
 
     Returns
     -------
-    policy : ActorCritic
-        The trained network (in eval mode).
+    policy : ActorCritic or GaussianActorCritic
+        The trained network (in eval mode), as :func:`companion.rl.make_actor_critic` picks it.
     history : companion.rl.History
         One dict per update; keys and formulas in the module docstring.
 
@@ -429,7 +446,7 @@ def train_ppo(env_id: str = "CartPole-v1", config: PPOConfig | None = None, seed
     ------
     ValueError
         If ``config`` is not a PPOConfig, ``seed`` is not a non-negative integer, or the
-        environment does not have a flat Box observation space and a Discrete action space.
+        environment's spaces are not among those above (the message names the space).
 
     Examples
     --------
@@ -440,7 +457,7 @@ def train_ppo(env_id: str = "CartPole-v1", config: PPOConfig | None = None, seed
     >>> sorted(k for k in history[0] if k.startswith("approx_kl"))
     ['approx_kl_k1', 'approx_kl_k3']
 
-    Used in :doc:`/book/ppo` and :doc:`/book/trpo`.
+    Used in :doc:`/book/ppo`, :doc:`/book/trpo` and :doc:`/book/continuous_actions`.
     """
     clock = TrainingClock()
     cfg = PPOConfig() if config is None else config
@@ -449,15 +466,16 @@ def train_ppo(env_id: str = "CartPole-v1", config: PPOConfig | None = None, seed
     seed = check_int(seed, "seed", low=0)
     env = make_vec_env(env_id, cfg.num_envs, seed)
     try:
-        check_discrete_env(env, env_id)
+        check_env_spaces(env, env_id)
         return _train(env, env_id, cfg, seed, progress, callback, clock)
     finally:
         env.close()
 
 
 def _train(env, env_id, cfg, seed, progress, callback, clock):
-    policy = ActorCritic(env.single_observation_space.shape[0], int(env.single_action_space.n),
-                         hidden=cfg.hidden, seed=seed)
+    policy = make_actor_critic(env.single_observation_space, env.single_action_space,
+                               hidden=cfg.hidden, seed=seed, norm_obs=cfg.norm_obs,
+                               log_std_init=cfg.log_std_init)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
     generator = torch.Generator().manual_seed(seed)  # action sampling and minibatch shuffling
     sample_rng = np.random.default_rng([seed, 1])  # only for the logged ratio_sample
@@ -481,8 +499,9 @@ def _train(env, env_id, cfg, seed, progress, callback, clock):
         # ---- 2. advantages: GAE over the rollout, then keep the valid transitions -----------------
         with torch.no_grad():
             values = policy.value(torch.from_numpy(rollout.obs)).double().numpy()  # (T + 1, N)
-        advantages, returns = gae(rollout.rewards, values[:-1], rollout.terminated,
-                                  rollout.truncated, values[-1], cfg.gamma, cfg.lam)
+        advantages, returns = gae(cfg.reward_scale * rollout.rewards, values[:-1],
+                                  rollout.terminated, rollout.truncated, values[-1], cfg.gamma,
+                                  cfg.lam)
         valid = rollout.valid
         obs = torch.from_numpy(rollout.obs[:-1][valid])
         actions = torch.from_numpy(rollout.actions[valid])
@@ -527,6 +546,8 @@ def _train(env, env_id, cfg, seed, progress, callback, clock):
         ratios = log_ratios.double().exp().numpy()
         with torch.no_grad():
             kl_final = float(kl_divergence(old_dist, policy.distribution(obs)).mean())
+        if policy.obs_norm is not None:  # fixed while pi_old collected and was optimised on
+            policy.obs_norm.update(rollout.obs[:-1][valid])
         mean_losses = torch.stack(losses).double().mean(0).tolist()
         record = {
             "update": update,

@@ -8,9 +8,12 @@ each convention lives in one place:
   (CartPole-v1 does) and a synchronous vector of copies otherwise.
 - :class:`ActorCritic` is the policy :math:`\pi_\theta(a \mid s)` (a categorical distribution over
   discrete actions) and the value function :math:`V_\phi(s)`, two separate tanh MLPs with
-  orthogonal initialisation. The trainers only use its ``distribution`` (a
-  ``torch.distributions`` object: ``log_prob``, ``entropy``, ``kl_divergence``), ``value`` and
-  ``act``.
+  orthogonal initialisation; :class:`GaussianActorCritic` is the same for continuous (``Box``)
+  actions, a diagonal Gaussian policy with a state-independent log standard deviation and, when
+  asked, observation normalisation by :class:`RunningMeanStd`. The trainers only use a policy's
+  ``distribution`` (a ``torch.distributions`` object: ``log_prob``, ``entropy``,
+  ``kl_divergence``), ``value``, ``act`` and ``actor`` (the policy's parameters), and
+  :func:`make_actor_critic` is the one place that picks the class from the action space.
 - :class:`RolloutCollector` steps the environment copies with a policy and returns a
   :class:`Rollout`: observations, actions, rewards, gymnasium's ``terminated`` and ``truncated``
   flags, the mask of real transitions, and the returns of the episodes that ended.
@@ -24,8 +27,17 @@ each convention lives in one place:
 The trainers also share some plumbing, importable from here but not re-exported by ``companion``:
 ``TrainingClock`` (wall-clock time with evaluations and callbacks taken out),
 ``EvaluationSchedule`` (an evaluation every so many environment steps), and
-``check_discrete_env`` and ``check_common_config`` (the checks of the environment and of the
+``check_env_spaces`` and ``check_common_config`` (the checks of the environment and of the
 configuration fields that PPO and TRPO share).
+
+Continuous actions
+------------------
+For a ``Box`` action space the policy's sample :math:`a` is stored in the rollout as drawn, and
+the log-probability, the importance ratio and the KL are those of this unclipped sample. Only
+the action *sent to the environment* is clipped to the bounds, :math:`\operatorname{clip}(a,
+\text{low}, \text{high})` (:func:`env_action`), in :class:`RolloutCollector` and
+:func:`evaluate_policy` alike. Clipping inside the policy would put a point mass on each bound,
+where the Gaussian density is not defined.
 
 Autoreset convention
 --------------------
@@ -42,7 +54,7 @@ Gymnasium sets ``terminated`` and ``truncated`` independently: CartPole's pole c
 500th step, which is also the time limit, and then both are true. Such a step is terminal: the
 episode has no future to bootstrap from.
 
-Used in :doc:`/book/ppo`, :doc:`/book/trpo` and the ``ppo`` assignment.
+Used in :doc:`/book/ppo`, :doc:`/book/trpo`, :doc:`/book/continuous_actions` and the ``ppo`` assignment.
 """
 
 from __future__ import annotations
@@ -63,6 +75,7 @@ from ._validation import (
     as_float_array,
     check_finite,
     check_int,
+    check_positive,
     check_real,
     check_rollout_array,
     check_same_shape,
@@ -71,6 +84,10 @@ from ._validation import (
 
 __all__ = [
     "ActorCritic",
+    "GaussianActorCritic",
+    "RunningMeanStd",
+    "make_actor_critic",
+    "env_action",
     "make_vec_env",
     "Rollout",
     "RolloutCollector",
@@ -196,6 +213,9 @@ class ActorCritic(nn.Module):
         Seed of the initialisation. It is drawn inside ``torch.random.fork_rng()``, so torch's
         global random state is the same afterwards. ``None`` draws from (and advances) the global
         state.
+    norm_obs : bool, default False
+        Normalise observations by a :class:`RunningMeanStd` (attribute ``obs_norm``, None when
+        False) before both networks; the trainers update its statistics.
 
     Raises
     ------
@@ -215,23 +235,21 @@ class ActorCritic(nn.Module):
     """
 
     def __init__(self, obs_dim: int, n_actions: int, hidden: int | Sequence[int] = 64,
-                 seed: int | None = None):
+                 seed: int | None = None, norm_obs: bool = False):
         super().__init__()
         obs_dim = check_int(obs_dim, "obs_dim")
         n_actions = check_int(n_actions, "n_actions")
         widths = _check_hidden(hidden)
         self.obs_dim, self.n_actions, self.hidden = obs_dim, n_actions, widths
+        self.obs_norm = RunningMeanStd(obs_dim) if norm_obs else None
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
             self.actor = _mlp((obs_dim, *widths, n_actions), out_gain=0.01)
             self.critic = _mlp((obs_dim, *widths, 1), out_gain=1.0)
 
-    @staticmethod
-    def _obs(obs) -> torch.Tensor:
-        if not isinstance(obs, torch.Tensor):
-            obs = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
-        return obs.float()
+    def _obs(self, obs) -> torch.Tensor:
+        return _as_obs_tensor(obs, self.obs_norm)
 
     def logits(self, obs) -> torch.Tensor:
         """Unnormalised action log-probabilities :math:`f_\\theta(s)`, shape ``(..., n_actions)``."""
@@ -264,6 +282,289 @@ def _check_hidden(hidden) -> tuple[int, ...]:
     return tuple(check_int(h, "hidden") for h in widths)
 
 
+def _as_obs_tensor(obs, obs_norm) -> torch.Tensor:
+    """A float32 tensor of observations, normalised by ``obs_norm`` unless it is None."""
+    if not isinstance(obs, torch.Tensor):
+        obs = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+    obs = obs.float()
+    return obs if obs_norm is None else obs_norm(obs)
+
+
+class RunningMeanStd(nn.Module):
+    r"""Running mean and variance of observations, and the normalisation they define.
+
+    After batches :math:`x^{(1)}, \dots, x^{(k)}` of :math:`n` rows in all, ``mean`` and ``var``
+    are the mean and the population variance of all :math:`n` rows, per coordinate. A batch
+    :math:`b` of :math:`n_b` rows with mean :math:`m_b` and variance :math:`v_b` is merged into
+    the statistics :math:`(n_a, m_a, v_a)` so far by (Chan, Golub and LeVeque's parallel rule)
+
+    .. math::
+
+        n = n_a + n_b, \qquad
+        m = m_a + (m_b - m_a)\frac{n_b}{n}, \qquad
+        v = \frac{n_a v_a + n_b v_b + (m_b - m_a)^2\, n_a n_b / n}{n},
+
+    and an observation is normalised to
+
+    .. math::
+
+        \operatorname{clip}\!\Big(\frac{s - m}{\sqrt{v + 10^{-8}}}, -c, c\Big).
+
+    Before the first update the statistics are :math:`m = 0`, :math:`v = 1` (the identity, up to
+    the clip). They are buffers, not parameters: saved with the network, never trained. The
+    trainers update them once per update, *after* the optimisation phase, so the normalisation is
+    fixed while a batch is collected and optimised on, and :math:`\pi_{\theta_\text{old}}` in the
+    importance ratio is exactly the policy that sampled the actions.
+
+    We use this small module rather than gymnasium's ``NormalizeObservation`` wrapper because the
+    statistics then travel with the policy: :func:`evaluate_policy` builds fresh environments
+    and needs no wrapper state, and nothing changes during a rollout.
+
+    Parameters
+    ----------
+    dim : int
+        Size of an observation vector.
+    clip : float, default 10.0
+        :math:`c`, the bound on the normalised coordinates.
+
+    Raises
+    ------
+    ValueError
+        If ``dim`` is not a positive integer, ``clip`` is not positive, or (in :meth:`update`)
+        the batch is not a non-empty ``(B, dim)`` array or not finite.
+
+    Examples
+    --------
+    >>> norm = RunningMeanStd(1)
+    >>> norm.update(np.array([[0.0], [2.0]]))
+    >>> norm.update(np.array([[4.0], [6.0]]))       # the four values 0, 2, 4, 6
+    >>> float(norm.mean[0]), float(norm.var[0])
+    (3.0, 5.0)
+    >>> round(float(norm(torch.tensor([[5.0]]))[0, 0]), 4)   # (5 - 3) / sqrt(5)
+    0.8944
+
+    Used in :doc:`/book/continuous_actions`.
+    """
+
+    def __init__(self, dim: int, clip: float = 10.0):
+        super().__init__()
+        self.dim = check_int(dim, "dim")
+        self.clip = check_positive(clip, "clip")
+        self.register_buffer("mean", torch.zeros(self.dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(self.dim, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    def update(self, x) -> None:
+        """Merge the rows of ``x``, shape ``(B, dim)``, into the statistics."""
+        x = as_float_array(x, "x", ndim=2)
+        if x.shape[1] != self.dim:
+            raise ValueError(f"x: expected shape (B, {self.dim}), got {x.shape}")
+        check_finite(x, "x")
+        n_a, n_b = float(self.count), len(x)
+        m_b = torch.from_numpy(x.mean(0))
+        v_b = torch.from_numpy(x.var(0))
+        if n_a == 0:
+            self.mean.copy_(m_b)
+            self.var.copy_(v_b)
+        else:
+            n = n_a + n_b
+            delta = m_b - self.mean
+            self.var.copy_((n_a * self.var + n_b * v_b + delta**2 * n_a * n_b / n) / n)
+            self.mean.add_(delta * n_b / n)
+        self.count.add_(n_b)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Normalised observations, float32, same shape as ``obs``."""
+        z = (obs - self.mean) / torch.sqrt(self.var + 1e-8)
+        return z.clamp(-self.clip, self.clip).float()
+
+
+class GaussianActorCritic(nn.Module):
+    r"""Diagonal Gaussian policy with a state-independent log standard deviation, and a value
+    function, for continuous (``Box``) actions.
+
+    .. math::
+
+        \pi_\theta(a \mid s) = \prod_{j=1}^{d} \mathcal N\big(a_j;\ \mu_{\theta,j}(s),\
+            \sigma_j^2\big), \qquad \sigma_j = e^{\ell_j}, \qquad
+        V_\phi(s) = g_\phi(s),
+
+    so that
+
+    .. math::
+
+        \log\pi_\theta(a \mid s) = \sum_{j=1}^{d} \Big(-\frac{(a_j - \mu_{\theta,j}(s))^2}
+            {2\sigma_j^2} - \ell_j - \tfrac12\log 2\pi\Big).
+
+    The mean :math:`\mu_\theta` and the value :math:`g_\phi` are separate tanh MLPs initialised
+    as in :class:`ActorCritic` (mean head gain 0.01, so the first policy is centred on 0 at every
+    state). The log standard deviations :math:`\ell = (\ell_1, \dots, \ell_d)` are one trained
+    vector, the same at every state (attribute ``actor.log_std``, so that ``actor.parameters()``
+    is all of :math:`\theta`).
+
+    **Why a state-independent standard deviation.** It is the usual choice (the PPO and TRPO
+    papers' MuJoCo experiments, Spinning Up, CleanRL, Stable-Baselines3 without gSDE): the
+    exploration noise is a handful of parameters that the policy gradient shrinks slowly and
+    evenly, it cannot collapse at some states while staying wide at others, and the
+    per-state KL between two such policies depends on the state only through the means,
+
+    .. math::
+
+        \mathrm{KL}\big(\pi_{\theta_\text{old}}(\cdot|s) \,\|\, \pi_\theta(\cdot|s)\big)
+        = \sum_{j=1}^d \Big(\log\frac{\sigma_j}{\sigma^\text{old}_j}
+          + \frac{(\sigma^\text{old}_j)^2 + (\mu^\text{old}_j(s) - \mu_j(s))^2}{2\sigma_j^2}
+          - \frac12\Big).
+
+    Parameters
+    ----------
+    obs_dim : int
+        Size of the (flat) observation vector.
+    action_dim : int
+        :math:`d`, the number of action coordinates.
+    hidden : int or sequence of int, default 64
+        Hidden layer widths. An int ``h`` means two hidden layers of width ``h``.
+    seed : int or None, default None
+        Seed of the initialisation (drawn inside ``torch.random.fork_rng()``, as in
+        :class:`ActorCritic`).
+    log_std_init : float, default 0.0
+        Initial :math:`\ell_j` (0: standard deviation 1).
+    norm_obs : bool, default False
+        Normalise observations by a :class:`RunningMeanStd` (attribute ``obs_norm``, None when
+        False) before both networks; the trainers update its statistics.
+
+    Raises
+    ------
+    ValueError
+        If ``obs_dim``, ``action_dim`` or a hidden width is not a positive integer, or
+        ``log_std_init`` is not finite.
+
+    Examples
+    --------
+    >>> net = GaussianActorCritic(obs_dim=3, action_dim=2, hidden=16, seed=0, log_std_init=-1.0)
+    >>> obs = torch.zeros(5, 3)
+    >>> dist = net.distribution(obs)
+    >>> dist.batch_shape, dist.event_shape, net.value(obs).shape
+    (torch.Size([5]), torch.Size([2]), torch.Size([5]))
+    >>> net.act(obs, generator=torch.Generator().manual_seed(0)).shape
+    torch.Size([5, 2])
+    >>> round(float(dist.entropy().detach()[0]), 4)   # 2 * (1/2 log(2 pi e) - 1)
+    0.8379
+
+    Used in :doc:`/book/continuous_actions`.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: int | Sequence[int] = 64,
+                 seed: int | None = None, log_std_init: float = 0.0, norm_obs: bool = False):
+        super().__init__()
+        obs_dim = check_int(obs_dim, "obs_dim")
+        action_dim = check_int(action_dim, "action_dim")
+        log_std_init = check_real(log_std_init, "log_std_init")
+        widths = _check_hidden(hidden)
+        self.obs_dim, self.action_dim, self.hidden = obs_dim, action_dim, widths
+        self.obs_norm = RunningMeanStd(obs_dim) if norm_obs else None
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.actor = _mlp((obs_dim, *widths, action_dim), out_gain=0.01)
+            self.critic = _mlp((obs_dim, *widths, 1), out_gain=1.0)
+        # the actor is the mean MLP and the log-std vector: actor.parameters() is all of theta
+        self.actor.log_std = nn.Parameter(torch.full((action_dim,), log_std_init))
+
+    def _obs(self, obs) -> torch.Tensor:
+        return _as_obs_tensor(obs, self.obs_norm)
+
+    def mean(self, obs) -> torch.Tensor:
+        """Means :math:`\\mu_\\theta(s)`, shape ``(..., action_dim)``."""
+        return self.actor(self._obs(obs))
+
+    def distribution(self, obs) -> torch.distributions.Independent:
+        """The policy :math:`\\pi_\\theta(\\cdot \\mid s)` for observations ``(..., obs_dim)``: batch
+        shape ``(...)``, event shape ``(action_dim,)``; ``log_prob`` and ``entropy`` sum over the
+        action coordinates."""
+        mean = self.mean(obs)
+        std = self.actor.log_std.exp().expand_as(mean)
+        return torch.distributions.Independent(torch.distributions.Normal(mean, std), 1)
+
+    def value(self, obs) -> torch.Tensor:
+        """State values :math:`V_\\phi(s)`, shape ``(...)`` for observations ``(..., obs_dim)``."""
+        return self.critic(self._obs(obs)).squeeze(-1)
+
+    def act(self, obs, deterministic: bool = False,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions for a batch of observations ``(B, obs_dim)``, shape ``(B, action_dim)`` (float32),
+        without gradients and **not clipped** to the action space: the mean if ``deterministic``,
+        otherwise :math:`\\mu_\\theta(s) + \\sigma \\odot z` with :math:`z` standard normal drawn
+        by ``torch.randn`` with ``generator``."""
+        with torch.no_grad():
+            mean = self.mean(obs)
+            if deterministic:
+                return mean
+            noise = torch.randn(mean.shape, generator=generator)
+            return mean + self.actor.log_std.exp() * noise
+
+
+def make_actor_critic(observation_space: gym.Space, action_space: gym.Space,
+                      hidden: int | Sequence[int] = 64, seed: int | None = None,
+                      norm_obs: bool = False, log_std_init: float = 0.0):
+    """The network for an environment's spaces: :class:`ActorCritic` for a ``Discrete`` action
+    space, :class:`GaussianActorCritic` for a one-dimensional ``Box`` (``log_std_init`` is used
+    only then).
+
+    Raises
+    ------
+    ValueError
+        If ``observation_space`` is not a one-dimensional ``Box``, or ``action_space`` is neither
+        ``Discrete`` nor a one-dimensional ``Box`` with finite bounds (the message names the
+        space).
+
+    Examples
+    --------
+    >>> make_actor_critic(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Box(-2, 2, (1,)), hidden=8).action_dim
+    1
+    >>> make_actor_critic(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2), hidden=8).n_actions
+    2
+
+    Used in :doc:`/book/continuous_actions`.
+    """
+    _check_spaces(observation_space, action_space)
+    obs_dim = observation_space.shape[0]
+    if isinstance(action_space, gym.spaces.Discrete):
+        return ActorCritic(obs_dim, int(action_space.n), hidden=hidden, seed=seed,
+                           norm_obs=norm_obs)
+    return GaussianActorCritic(obs_dim, action_space.shape[0], hidden=hidden, seed=seed,
+                               log_std_init=log_std_init, norm_obs=norm_obs)
+
+
+def _check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+        raise ValueError(f"observation_space: must be a one-dimensional Box, got {observation_space}")
+    if isinstance(action_space, gym.spaces.Discrete):
+        return
+    if not (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1
+            and np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
+        raise ValueError(f"action_space: the trainers handle Discrete and one-dimensional Box "
+                         f"action spaces with finite bounds, got {action_space}")
+
+
+def env_action(action_space: gym.Space, actions):
+    r"""The actions sent to the environment: clipped to the bounds for a ``Box`` space,
+    :math:`\operatorname{clip}(a, \text{low}, \text{high})`, unchanged otherwise.
+
+    The policy's log-probability is that of the *unclipped* sample (see the module docstring).
+
+    Examples
+    --------
+    >>> env_action(gym.spaces.Box(-2.0, 2.0, (1,)), np.array([[-3.0], [0.5], [2.5]])).ravel().tolist()
+    [-2.0, 0.5, 2.0]
+
+    Used in :doc:`/book/continuous_actions`.
+    """
+    actions = np.asarray(actions)
+    if isinstance(action_space, gym.spaces.Box):
+        return np.clip(actions, action_space.low, action_space.high).astype(action_space.dtype)
+    return actions
+
+
 # --------------------------------------------------------------------------------------------------
 # rollouts
 # --------------------------------------------------------------------------------------------------
@@ -278,7 +579,8 @@ class Rollout:
     """``(T + 1, N, obs_dim)`` float32: ``obs[t]`` is where the action of step ``t`` was taken;
     ``obs[T]`` is the observation after the last step (for the bootstrap value)."""
     actions: np.ndarray
-    """``(T, N, *action_shape)``, of the action space's dtype."""
+    """``(T, N, *action_shape)``, of the action space's dtype; for a ``Box`` space the policy's
+    samples as drawn, before :func:`env_action` clips them for the environment."""
     rewards: np.ndarray
     """``(T, N)`` float64, the reward of step ``t``."""
     terminated: np.ndarray
@@ -360,7 +662,8 @@ class RolloutCollector:
             obs[t] = self.obs
             valid[t] = ~self.reset_next
             actions[t] = policy.act(torch.from_numpy(obs[t]), generator=generator).numpy()
-            self.obs, rewards[t], terminated[t], truncated[t], _ = self.env.step(actions[t])
+            self.obs, rewards[t], terminated[t], truncated[t], _ = self.env.step(
+                env_action(space, actions[t]))
             done = terminated[t] | truncated[t]
             self.episode_return += np.where(valid[t], rewards[t], 0.0)
             episode_returns.extend(self.episode_return[done].tolist())
@@ -524,7 +827,8 @@ def evaluate_policy(policy, env_id: str = "CartPole-v1", episodes: int = 10, see
 
     (the population standard deviation, as Stable-Baselines3 reports). The episodes run in
     parallel, one per copy of a :func:`make_vec_env` environment seeded with ``seed``, and each copy
-    contributes its first episode only.
+    contributes its first episode only. Continuous actions are clipped to the action space's
+    bounds (:func:`env_action`); ``deterministic`` then means the Gaussian's mean.
 
     Parameters
     ----------
@@ -574,7 +878,8 @@ def evaluate_policy(policy, env_id: str = "CartPole-v1", episodes: int = 10, see
         while running.any():
             obs_t = torch.as_tensor(obs, dtype=torch.float32)
             actions = policy.act(obs_t, deterministic=deterministic, generator=generator)
-            obs, reward, terminated, truncated, _ = env.step(np.asarray(actions))
+            obs, reward, terminated, truncated, _ = env.step(
+                env_action(env.single_action_space, actions))
             returns += np.where(running, reward, 0.0)
             running &= ~(np.asarray(terminated) | np.asarray(truncated))
     finally:
@@ -655,14 +960,14 @@ class EvaluationSchedule:
                                seed=10_000 * (self.seed + 1) + self.n_done - 1)
 
 
-def check_discrete_env(env: gym.vector.VectorEnv, env_id: str) -> None:
-    """Raise ``ValueError("env_id: ...")`` unless ``env`` has flat Box observations and Discrete
-    actions (what :class:`ActorCritic` handles)."""
-    obs_space, action_space = env.single_observation_space, env.single_action_space
-    if not isinstance(action_space, gym.spaces.Discrete):
-        raise ValueError(f"env_id: {env_id!r} must have a Discrete action space, got {action_space}")
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise ValueError(f"env_id: {env_id!r} must have a flat Box observation space, got {obs_space}")
+def check_env_spaces(env: gym.vector.VectorEnv, env_id: str) -> None:
+    """Raise ``ValueError("env_id: ...")``, naming the space, unless ``env`` has flat Box
+    observations and Discrete or one-dimensional Box actions with finite bounds (what
+    :func:`make_actor_critic` handles)."""
+    try:
+        _check_spaces(env.single_observation_space, env.single_action_space)
+    except ValueError as err:
+        raise ValueError(f"env_id: {env_id!r}: {err}") from None
 
 
 def check_common_config(config) -> None:
@@ -671,6 +976,7 @@ def check_common_config(config) -> None:
     for name in ("total_timesteps", "num_envs", "num_steps", "eval_episodes"):
         check_int(getattr(config, name), name)
     check_int(config.eval_every, "eval_every", low=0)
+    check_positive(config.reward_scale, "reward_scale")
     for name in ("gamma", "lam"):
         check_unit_interval(getattr(config, name), name)
     _check_hidden(config.hidden)

@@ -127,13 +127,15 @@ from ._validation import (
 )
 from .rl import (
     ActorCritic,
+    GaussianActorCritic,
     EvaluationSchedule,
     History,
     RolloutCollector,
     TrainingClock,
     check_common_config,
-    check_discrete_env,
+    check_env_spaces,
     gae,
+    make_actor_critic,
     make_vec_env,
 )
 
@@ -748,6 +750,18 @@ class TRPOConfig:
     """Hidden widths of the policy and of the value MLP (tanh); an int ``h`` means two layers of
     width ``h`` (32-256)."""
 
+    log_std_init: float = 0.0
+    """Initial log standard deviation of a Gaussian policy (Box action spaces only; 0 gives
+    standard deviation 1; -1 to 0.5, relative to the scale of the actions)."""
+
+    norm_obs: bool = False
+    """Normalise observations by running mean and variance (:class:`companion.rl.RunningMeanStd`,
+    updated after each update's policy step and value fit)."""
+
+    reward_scale: float = 1.0
+    """Multiply rewards by this before GAE (the value function learns the scaled returns; logged
+    returns are unscaled; 0.01-1)."""
+
     vf_lr: float = 3e-3
     """Adam learning rate of the value function (1e-4-1e-2)."""
 
@@ -785,8 +799,8 @@ def _batch(policy, rollout, cfg):
     when ``norm_adv``) and returns, as tensors."""
     with torch.no_grad():
         values = policy.value(torch.from_numpy(rollout.obs)).double().numpy()  # (T + 1, N)
-    advantages, returns = gae(rollout.rewards, values[:-1], rollout.terminated, rollout.truncated,
-                              values[-1], cfg.gamma, cfg.lam)
+    advantages, returns = gae(cfg.reward_scale * rollout.rewards, values[:-1], rollout.terminated,
+                              rollout.truncated, values[-1], cfg.gamma, cfg.lam)
     valid = rollout.valid
     advantages = torch.as_tensor(advantages[valid], dtype=torch.float32)
     if cfg.norm_adv and len(advantages) > 1:
@@ -888,9 +902,9 @@ def train_trpo(
     config: TRPOConfig | None = None,
     seed: int = 0,
     progress: bool = True,
-    callback: Callable[[dict, ActorCritic], bool | None] | None = None,
-) -> tuple[ActorCritic, History]:
-    r"""Train a categorical policy with TRPO; return the policy and the per-update history.
+    callback: Callable[[dict, ActorCritic | GaussianActorCritic], bool | None] | None = None,
+) -> tuple[ActorCritic | GaussianActorCritic, History]:
+    r"""Train a policy with TRPO; return the policy and the per-update history.
 
     Each update maximises the importance-sampled surrogate under the mean-KL constraint,
 
@@ -914,8 +928,10 @@ def train_trpo(
     Parameters
     ----------
     env_id : str, default "CartPole-v1"
-        Gymnasium id of an environment with a ``Discrete`` action space and flat ``Box``
-        observations.
+        Gymnasium id of an environment with flat ``Box`` observations and a ``Discrete`` action
+        space (categorical policy) or a one-dimensional ``Box`` action space with finite bounds
+        (diagonal Gaussian policy, :class:`companion.rl.GaussianActorCritic`, whose KL in the
+        Fisher-vector product and the line search is the closed-form KL between Gaussians).
     config : TRPOConfig or None
         Hyperparameters; ``None`` uses ``TRPOConfig()``.
     seed : int, default 0
@@ -930,7 +946,7 @@ def train_trpo(
 
     Returns
     -------
-    policy : companion.rl.ActorCritic
+    policy : companion.rl.ActorCritic or companion.rl.GaussianActorCritic
         The trained policy and value function.
     history : companion.rl.History
         One dict per update; keys and formulas in the module docstring.
@@ -939,7 +955,7 @@ def train_trpo(
     ------
     ValueError
         If ``config`` is not a :class:`TRPOConfig`, ``seed`` is not a non-negative integer, or
-        the environment does not have a flat Box observation space and a Discrete action space.
+        the environment's spaces are not among those above (the message names the space).
     RuntimeError
         If the surrogate gradient becomes non-finite (training diverged).
 
@@ -952,7 +968,7 @@ def train_trpo(
     >>> all(row["kl"] <= cfg.delta for row in history)
     True
 
-    Used in :doc:`/book/trpo`.
+    Used in :doc:`/book/trpo` and :doc:`/book/continuous_actions`.
     """
     clock = TrainingClock()
     cfg = TRPOConfig() if config is None else config
@@ -961,15 +977,16 @@ def train_trpo(
     seed = check_int(seed, "seed", low=0)
     env = make_vec_env(env_id, cfg.num_envs, seed=seed)
     try:
-        check_discrete_env(env, env_id)
+        check_env_spaces(env, env_id)
         return _train(env, env_id, cfg, seed, progress, callback, clock)
     finally:
         env.close()
 
 
 def _train(env, env_id, cfg, seed, progress, callback, clock):
-    policy = ActorCritic(env.single_observation_space.shape[0], int(env.single_action_space.n),
-                         hidden=cfg.hidden, seed=seed)
+    policy = make_actor_critic(env.single_observation_space, env.single_action_space,
+                               hidden=cfg.hidden, seed=seed, norm_obs=cfg.norm_obs,
+                               log_std_init=cfg.log_std_init)
     vf_optimizer = torch.optim.Adam(policy.critic.parameters(), lr=cfg.vf_lr)
     generator = torch.Generator().manual_seed(seed)  # action sampling and value-fit minibatches
     collector = RolloutCollector(env)
@@ -986,6 +1003,8 @@ def _train(env, env_id, cfg, seed, progress, callback, clock):
         # 3. update: natural-gradient step with line search (steps 2-5), then the value fit (6)
         step_info = _policy_step(policy, batch, cfg)
         value_loss = _fit_value(policy, vf_optimizer, batch, cfg, generator)
+        if policy.obs_norm is not None:  # fixed while pi_old collected and was optimised on
+            policy.obs_norm.update(batch["obs"].numpy())
         # 4. log; evaluation and callback off the clock
         record = {
             "update": update,

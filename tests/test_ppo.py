@@ -343,8 +343,8 @@ def test_train_rejects_bad_arguments():
         train_ppo("CartPole-v1", config={"num_envs": 2}, progress=False)
     with pytest.raises(ValueError, match="seed: must be a non-negative integer"):
         train_ppo("CartPole-v1", PPOConfig(**SMALL), seed=1.5, progress=False)
-    with pytest.raises(ValueError, match="env_id: 'Pendulum-v1' must have a Discrete"):
-        train_ppo("Pendulum-v1", PPOConfig(**SMALL), progress=False)
+    with pytest.raises(ValueError, match="env_id: 'FrozenLake-v1': observation_space"):
+        train_ppo("FrozenLake-v1", PPOConfig(**SMALL), progress=False)
 
 
 def test_public_names():

@@ -450,8 +450,8 @@ def test_train_bad_input():
         train_trpo("CartPole-v1", config={"delta": 0.01}, progress=False)
     with pytest.raises(ValueError, match="seed: must be a non-negative integer"):
         train_trpo("CartPole-v1", TRPOConfig(total_timesteps=128), seed=1.5, progress=False)
-    with pytest.raises(ValueError, match="env_id: 'Pendulum-v1' must have a Discrete action space"):
-        train_trpo("Pendulum-v1", TRPOConfig(total_timesteps=128), progress=False)
+    with pytest.raises(ValueError, match="env_id: 'FrozenLake-v1': observation_space"):
+        train_trpo("FrozenLake-v1", TRPOConfig(total_timesteps=128), progress=False)
 
 
 def test_public_names():
