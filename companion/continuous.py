@@ -138,8 +138,8 @@ def gaussian_kl(mean_old, std_old, mean_new, std_new) -> np.ndarray:
     --------
     >>> round(float(gaussian_kl([0.0], [1.0], [0.1], [1.0])), 6)        # 0.1^2 / 2
     0.005
-    >>> round(float(gaussian_kl([0.0, 0.0], [1.0, 1.0], [0.0, 0.0], [2.0, 2.0])), 4)
-    0.5363
+    >>> round(float(gaussian_kl([0.0, 0.0], [1.0, 1.0], [0.0, 0.0], [2.0, 2.0])), 4)  # 2 (log 2 + 1/8 - 1/2)
+    0.6363
 
     Used in :doc:`/book/continuous_actions`, eq. :math:numref:`cont-kl`.
     """
