@@ -1,7 +1,7 @@
 """PPO on CartPole-v1: companion.ppo against Stable-Baselines3, side by side in one run.
 
 The protocol (evaluation schedule and seeds, what is timed, what is reported) is the one of
-``cartpole_protocol.py``: every 2,000 environment steps a deterministic evaluation of 10
+``protocol.py``: every 2,000 environment steps a deterministic evaluation of 10
 episodes, excluded from the wall clock; per seed the steps and wall-clock to a return of 475 and
 the return at the end of the 100,000-step budget; one torch thread; seeds alternate.
 
@@ -18,15 +18,16 @@ Run from the repository root (needs ``pip install -r requirements-bench.txt``)::
 
 from __future__ import annotations
 
-import cartpole_protocol as protocol
+import protocol
 
 from companion.ppo import PPOConfig, train_ppo
 
 
 def run_ours(seed: int) -> dict:
-    cfg = PPOConfig(total_timesteps=protocol.BUDGET, eval_every=protocol.EVAL_EVERY,
-                    eval_episodes=protocol.EVAL_EPISODES)
-    return protocol.run_ours(train_ppo, cfg, seed)[0]
+    cfg = PPOConfig(total_timesteps=protocol.CARTPOLE.budget,
+                    eval_every=protocol.CARTPOLE.eval_every,
+                    eval_episodes=protocol.CARTPOLE.eval_episodes)
+    return protocol.run_ours(protocol.CARTPOLE, train_ppo, cfg, seed)[0]
 
 
 def run_sb3(seed: int) -> dict:
@@ -40,7 +41,7 @@ def run_sb3(seed: int) -> dict:
                    n_epochs=20, ent_coef=0.0, learning_rate=linear(1e-3), clip_range=linear(0.2),
                    seed=seed, device="cpu", verbose=0)
 
-    return protocol.run_sb3(make_model, n_envs=8, seed=seed)
+    return protocol.run_sb3(protocol.CARTPOLE, make_model, n_envs=8, seed=seed)
 
 
 def warm_up(with_sb3: bool) -> None:
@@ -50,4 +51,5 @@ def warm_up(with_sb3: bool) -> None:
 
 
 if __name__ == "__main__":
-    protocol.main(__doc__, run_ours, run_sb3, peer="SB3", peer_row="sb3", warm_up=warm_up)
+    protocol.main(protocol.CARTPOLE, __doc__, run_ours, run_sb3, peer="SB3", peer_row="sb3",
+                  warm_up=warm_up)

@@ -1,7 +1,7 @@
 """TRPO on CartPole-v1: companion.trpo against sb3-contrib's TRPO, side by side in one run.
 
 The protocol (evaluation schedule and seeds, what is timed, what is reported) is the one of
-``cartpole_protocol.py``, shared with ``ppo_cartpole.py``: every 2,000 environment steps a
+``protocol.py``, shared with ``ppo_cartpole.py``: every 2,000 environment steps a
 deterministic evaluation of 10 episodes, excluded from the wall clock; per seed the steps and
 wall-clock to a return of 475 and the return at the end of the 100,000-step budget; one torch
 thread; seeds alternate. For ours it also reports the largest mean KL of an accepted step, the
@@ -22,15 +22,16 @@ Run from the repository root (needs ``pip install -r requirements-bench.txt``)::
 
 from __future__ import annotations
 
-import cartpole_protocol as protocol
+import protocol
 
 from companion.trpo import TRPOConfig, train_trpo
 
 
 def run_ours(seed: int) -> dict:
-    cfg = TRPOConfig(total_timesteps=protocol.BUDGET, eval_every=protocol.EVAL_EVERY,
-                     eval_episodes=protocol.EVAL_EPISODES)
-    out, history = protocol.run_ours(train_trpo, cfg, seed)
+    cfg = TRPOConfig(total_timesteps=protocol.CARTPOLE.budget,
+                     eval_every=protocol.CARTPOLE.eval_every,
+                     eval_episodes=protocol.CARTPOLE.eval_episodes)
+    out, history = protocol.run_ours(protocol.CARTPOLE, train_trpo, cfg, seed)
     d = history.to_dict_of_arrays()
     out["max_mean_kl"] = float(d["kl"].max())
     out["max_state_kl"] = float(d["max_kl"].max())
@@ -46,7 +47,7 @@ def run_sb3(seed: int) -> dict:
                     gae_lambda=0.98, gamma=0.99, learning_rate=1e-3, n_critic_updates=20,
                     seed=seed, device="cpu", verbose=0)
 
-    return protocol.run_sb3(make_model, n_envs=2, seed=seed)
+    return protocol.run_sb3(protocol.CARTPOLE, make_model, n_envs=2, seed=seed)
 
 
 def warm_up(with_sb3: bool) -> None:
@@ -61,5 +62,5 @@ def kl_columns(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    protocol.main(__doc__, run_ours, run_sb3, peer="sb3-contrib", extra=kl_columns,
-                  warm_up=warm_up)
+    protocol.main(protocol.CARTPOLE, __doc__, run_ours, run_sb3, peer="sb3-contrib",
+                  extra=kl_columns, warm_up=warm_up)

@@ -99,7 +99,7 @@ def gaussian_log_ratio(actions, mean_old, std_old, mean_new, std_new) -> np.ndar
     >>> gaussian_log_ratio([[0.0], [3.0]], [0.0], [1.0], [0.1], [1.0]).round(4).tolist()
     [-0.005, 0.295]
 
-    Used in :doc:`/book/continuous_actions`, eq. :math:numref:`cont-log-ratio`.
+    Used in :doc:`/book/continuous_actions`, eq. (eq-cont-log-ratio).
     """
     a, mu_o, sd_o, mu_n, sd_n = _gaussian_arrays(
         [("actions", actions), ("mean_old", mean_old), ("std_old", std_old),
@@ -141,7 +141,7 @@ def gaussian_kl(mean_old, std_old, mean_new, std_new) -> np.ndarray:
     >>> round(float(gaussian_kl([0.0, 0.0], [1.0, 1.0], [0.0, 0.0], [2.0, 2.0])), 4)  # 2 (log 2 + 1/8 - 1/2)
     0.6363
 
-    Used in :doc:`/book/continuous_actions`, eq. :math:numref:`cont-kl`.
+    Used in :doc:`/book/continuous_actions`, eq. (eq-cont-kl).
     """
     mu_o, sd_o, mu_n, sd_n = _gaussian_arrays(
         [("mean_old", mean_old), ("std_old", std_old), ("mean_new", mean_new),
@@ -194,7 +194,7 @@ def mean_shift_ratio_tail(kl, clip_eps: float = 0.2, bound: float | None = None)
     >>> round(float(p["outside"]), 4), float(p["above_bound"]) > 0
     (0.1528, True)
 
-    Used in :doc:`/book/continuous_actions`, eq. :math:numref:`cont-lognormal`.
+    Used in :doc:`/book/continuous_actions`, eq. (eq-cont-lognormal).
     """
     kl = as_float_array(kl, "kl")
     check_finite(kl, "kl")
