@@ -127,6 +127,7 @@ benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/ope_estimators.py
 	$(BIN)/python benchmarks/ppo_cartpole.py
 	$(BIN)/python benchmarks/trpo_cartpole.py
+	$(BIN)/python benchmarks/ppo_pendulum.py
 
 clean:
 	rm -rf _build

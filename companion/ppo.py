@@ -29,7 +29,10 @@ Implementation details (each one matters; numbered for reference)
    step that follows every episode end is masked out of the loss
    (:class:`companion.rl.RolloutCollector`).
 2. Separate tanh MLPs for policy and value with orthogonal initialisation (gain :math:`\sqrt2`,
-   policy head 0.01, value head 1) (:class:`companion.rl.ActorCritic`).
+   policy head 0.01, value head 1) (:class:`companion.rl.ActorCritic`; for ``Box`` actions
+   :class:`companion.rl.GaussianActorCritic`, a diagonal Gaussian with a state-independent log
+   standard deviation, whose samples are clipped to the bounds only on their way to the
+   environment).
 3. Generalised advantage estimation with gymnasium's terminated / truncated flags: a truncated
    episode bootstraps from the value of its true final observation, a terminated one (also when
    it is truncated on the same step) does not (:func:`companion.rl.gae`).
@@ -130,8 +133,8 @@ from tqdm.auto import tqdm
 from ._validation import check_int, check_nonnegative, check_positive, check_unit_interval
 from .rl import (
     ActorCritic,
-    GaussianActorCritic,
     EvaluationSchedule,
+    GaussianActorCritic,
     History,
     RolloutCollector,
     TrainingClock,

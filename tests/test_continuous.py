@@ -318,3 +318,13 @@ def test_trainers_name_the_environment_and_the_space_they_cannot_handle(train, c
         train("FrozenLake-v1", cfg, progress=False)
     with pytest.raises(ValueError, match="reward_scale: must be > 0"):
         config(reward_scale=0.0)
+
+
+def test_pendulum_settings_are_valid_configs_and_take_overrides():
+    for config in (PPOConfig, TRPOConfig):
+        cfg = config.pendulum(total_timesteps=1234)
+        assert isinstance(cfg, config) and cfg.total_timesteps == 1234
+        assert cfg.norm_obs and cfg.gamma == 0.9 and cfg.reward_scale == 0.1
+        assert config().norm_obs is False and config().reward_scale == 1.0  # CartPole unchanged
+        with pytest.raises(ValueError, match="gamma"):
+            config.pendulum(gamma=1.5)
