@@ -33,8 +33,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from ._validation import (as_float_array, check_finite, check_int, check_unit_interval, first_index,
-                          where)
+from ._validation import (
+    as_float_array,
+    check_finite,
+    check_int,
+    check_unit_interval,
+    first_index,
+    where,
+)
 
 __all__ = [
     "normal_interval",

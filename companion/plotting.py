@@ -24,8 +24,8 @@ PALETTE = (
 """The Okabe-Ito colour-blind-safe palette, the colours of every figure (black omitted; it is kept
 for reference lines). Used in :doc:`/book/core_idea`, :doc:`/book/why_rl`,
 :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`, :doc:`/book/trpo`,
-:doc:`/book/weighted_is`, :doc:`/book/on_off_policy`, :doc:`/book/marginalized_is` and
-:doc:`/book/confidence`."""
+:doc:`/book/continuous_actions`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
+:doc:`/book/marginalized_is` and :doc:`/book/confidence`."""
 
 
 def _style_rc() -> dict:

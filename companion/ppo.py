@@ -116,7 +116,8 @@ gradient steps of the update.
     mean and standard deviation of :func:`companion.rl.evaluate_policy` when an evaluation ran after
     this update (``eval_every``), nan otherwise.
 
-Used in :doc:`/book/ppo`, :doc:`/book/trpo` (PPO as TRPO's baseline) and the ``ppo`` assignment.
+Used in :doc:`/book/ppo`, :doc:`/book/trpo` (PPO as TRPO's baseline), :doc:`/book/continuous_actions`
+(with a Gaussian policy) and the ``ppo`` assignment.
 """
 
 from __future__ import annotations
@@ -288,7 +289,8 @@ class PPOConfig:
     environment steps.
     The "usual range" is what practitioners use across classic-control, MuJoCo and Atari tasks.
 
-    See :doc:`PPO </book/ppo>` for the role of each. Used in :doc:`/book/ppo` and :doc:`/book/trpo`.
+    See :doc:`PPO </book/ppo>` for the role of each. Used in :doc:`/book/ppo`, :doc:`/book/trpo`
+    and :doc:`/book/continuous_actions`.
     """
 
     total_timesteps: int = 100_000

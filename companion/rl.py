@@ -231,7 +231,7 @@ class ActorCritic(nn.Module):
     >>> net.act(obs, deterministic=True).tolist()
     [0, 0, 0]
 
-    Used in :doc:`/book/ppo` and :doc:`/book/trpo`.
+    Used in :doc:`/book/ppo`, :doc:`/book/trpo` and :doc:`/book/continuous_actions`.
     """
 
     def __init__(self, obs_dim: int, n_actions: int, hidden: int | Sequence[int] = 64,
@@ -343,7 +343,7 @@ class RunningMeanStd(nn.Module):
     >>> round(float(norm(torch.tensor([[5.0]]))[0, 0]), 4)   # (5 - 3) / sqrt(5)
     0.8944
 
-    Used in :doc:`/book/continuous_actions`.
+    The trainers' observation normalisation (:doc:`Continuous actions </book/continuous_actions>`).
     """
 
     def __init__(self, dim: int, clip: float = 10.0):
@@ -450,7 +450,7 @@ class GaussianActorCritic(nn.Module):
     >>> round(float(dist.entropy().detach()[0]), 4)   # 2 * (1/2 log(2 pi e) - 1)
     0.8379
 
-    Used in :doc:`/book/continuous_actions`.
+    Used in :doc:`/book/ppo`, :doc:`/book/trpo` and :doc:`/book/continuous_actions`.
     """
 
     def __init__(self, obs_dim: int, action_dim: int, hidden: int | Sequence[int] = 64,
@@ -524,7 +524,7 @@ def make_actor_critic(observation_space: gym.Space, action_space: gym.Space,
     >>> make_actor_critic(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2), hidden=8).n_actions
     2
 
-    Used in :doc:`/book/continuous_actions`.
+    How the trainers pick the network (:doc:`Continuous actions </book/continuous_actions>`).
     """
     _check_spaces(observation_space, action_space)
     obs_dim = observation_space.shape[0]
@@ -557,7 +557,7 @@ def env_action(action_space: gym.Space, actions):
     >>> env_action(gym.spaces.Box(-2.0, 2.0, (1,)), np.array([[-3.0], [0.5], [2.5]])).ravel().tolist()
     [-2.0, 0.5, 2.0]
 
-    Used in :doc:`/book/continuous_actions`.
+    How the trainers send a Gaussian action (:doc:`Continuous actions </book/continuous_actions>`).
     """
     actions = np.asarray(actions)
     if isinstance(action_space, gym.spaces.Box):
@@ -864,7 +864,7 @@ def evaluate_policy(policy, env_id: str = "CartPole-v1", episodes: int = 10, see
     >>> 8 <= mean <= 11
     True
 
-    Used in :doc:`/book/ppo` and :doc:`/book/trpo`.
+    Used in :doc:`/book/ppo`, :doc:`/book/trpo` and :doc:`/book/continuous_actions`.
     """
     episodes = check_int(episodes, "episodes")
     if not callable(getattr(policy, "act", None)):
@@ -898,7 +898,7 @@ class History(list):
     >>> h.to_dict_of_arrays()["kl"]
     array([0.01, 0.02])
 
-    Used in :doc:`/book/ppo` and :doc:`/book/trpo`.
+    Used in :doc:`/book/ppo`, :doc:`/book/trpo` and :doc:`/book/continuous_actions`.
     """
 
     def to_dict_of_arrays(self) -> dict:

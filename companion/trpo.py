@@ -104,7 +104,7 @@ step is rejected) and :math:`B` the number of transitions in the batch:
     ``eval_episodes`` episodes) when an evaluation ran after this update (``eval_every``), nan
     otherwise.
 
-Used in :doc:`/book/trpo` and the ``trpo`` assignment.
+Used in :doc:`/book/trpo`, :doc:`/book/continuous_actions` and the ``trpo`` assignment.
 """
 
 from __future__ import annotations
@@ -703,7 +703,8 @@ class TRPOConfig:
     for all ten seeds (``benchmarks/trpo_cartpole.py`` and the slow test check seeds 0-4).
     The "usual range" is what TRPO implementations use across classic-control and MuJoCo tasks.
 
-    See :doc:`TRPO </book/trpo>` for the role of each. Used in :doc:`/book/trpo`.
+    See :doc:`TRPO </book/trpo>` for the role of each. Used in :doc:`/book/trpo` and
+    :doc:`/book/continuous_actions`.
     """
 
     total_timesteps: int = 100_000

@@ -464,7 +464,7 @@ def test_wpdis_steps_nobody_reaches_contribute_zero():
     assert e.stderr == 0.0  # both trajectories have the same weight and reward where they count
 
 
-# --- doubly robust (chapter 10) -----------------------------------------------------------------
+# --- doubly robust (on_off_policy) ---------------------------------------------------------------
 
 
 def ref_doubly_robust(rewards, log_ratios, q_hat, v_hat, gamma, lengths):
