@@ -15,7 +15,7 @@ JB_FLAGS := -W -n --keep-going
         test-pdf test-browser test-slow test-assignments assignments serve lint strip sync-repo-url \
         benchmarks clean test-environments serve-nosolutions
 # The graded assignments, in the order of the chapters they build on (scripts/build_assignments.py).
-ASSIGNMENTS ?= offpolicy_gradient estimators variance weighted_is ppo trpo traces
+ASSIGNMENTS ?= offpolicy_gradient estimators variance weighted_is ppo trpo traces off_policy_evaluation
 # A term seed for `make assignments SEED=...`: new hidden-test inputs and expected values.
 SEED ?=
 

@@ -56,7 +56,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENTS = ROOT / "assignments"
 # In the order of the chapters they build on (book/instructors.md lists them in this order).
-NAMES = ["offpolicy_gradient", "estimators", "variance", "weighted_is", "ppo", "trpo", "traces"]
+NAMES = ["offpolicy_gradient", "estimators", "variance", "weighted_is", "ppo", "trpo", "traces",
+         "off_policy_evaluation"]
 PACKAGE = "companion"
 STORED = "# stored"
 BUILD_HELPER = "_build_"
@@ -396,7 +397,7 @@ def generate(name: str, seed: int | None = None, source: Path | None = None):
             labels.add(label)
             new = run_test(src, namespace, f"{name} {q.name} cell {i}")
             if hidden:
-                if re.search(rf"\bcp\.|\b{PACKAGE}\b", without_comments(new)):
+                if re.search(rf"\bcp\s*\.|\b{PACKAGE}\b", without_comments(new)):
                     raise ValueError(f"{name} {q.name}: a hidden test uses the {PACKAGE} package "
                                      f"outside its '{STORED}' lines:\n{src}")
                 nb.cells[i].source = new

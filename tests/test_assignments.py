@@ -272,6 +272,45 @@ MISTAKES = {
         Mistake("q3", "random", "normalised over the states instead of the actions",
                 "w.sum(axis=1, keepdims=True)", "w.sum(axis=0, keepdims=True)"),
     ],
+    "off_policy_evaluation": [
+        Mistake("q1", "random unreached", "d^pi pushed forward with mu instead of pi",
+                'd_pi[t + 1] = np.einsum("s,sa,sau->u", d_pi[t], pi, P)',
+                'd_pi[t + 1] = np.einsum("s,sa,sau->u", d_pi[t], mu, P)'),
+        Mistake("q1", "random", "the ratio upside down: d^mu / d^pi",
+                "np.divide(d_pi, d_mu, out=np.zeros_like(d_pi), where=d_mu > 0)",
+                "np.divide(d_mu, d_pi, out=np.zeros_like(d_pi), where=d_pi > 0)"),
+        Mistake("q1", "unreached", "a plain division: 0 / 0 is nan where neither policy is",
+                "return np.divide(d_pi, d_mu, out=np.zeros_like(d_pi), where=d_mu > 0)",
+                "return d_pi / d_mu"),
+        Mistake("q1", "support", "no support check: a ratio that does not exist comes back as 0",
+                "if np.any(unsupported):", "if False:"),
+        Mistake("q1", "support", "support checked on the actions (mu = 0 < pi), not on the states",
+                "unsupported = (d_mu == 0) & (d_pi > 0)", "unsupported = (mu == 0) & (pi > 0)"),
+        Mistake("q2", "random", "the per-decision product of the ratios up to t instead of one action ratio",
+                "rho = np.exp(np.where(mask, log_rho, 0.0))",
+                "rho = np.exp(np.cumsum(np.where(mask, log_rho, 0.0), axis=1))"),
+        Mistake("q2", "padding", "padding removed by multiplying by the mask: 0 * nan is nan",
+                "r = np.where(mask, rewards, 0.0)", "r = np.asarray(rewards) * mask"),
+        Mistake("q2", "padding", "the mask forgotten on the log ratios",
+                "rho = np.exp(np.where(mask, log_rho, 0.0))", "rho = np.exp(log_rho)"),
+        Mistake("q2", "zero-ratio", "a log ratio of -inf treated as padding: ratio 1 instead of 0",
+                "np.where(mask, log_rho, 0.0)", "np.where(mask & np.isfinite(log_rho), log_rho, 0.0)"),
+        Mistake("q2", "random", "rewards not discounted",
+                "discount = gamma ** np.arange(r.shape[1])", "discount = np.ones(r.shape[1])"),
+        Mistake("q2", "random", "the standard deviation with ddof=0", "terms.std(ddof=1)", "terms.std()"),
+        Mistake("q2", "random", "the standard deviation used as the standard error (no square root of n)",
+                " / np.sqrt(len(terms))", ""),
+        Mistake("q3", "random", "ln(1/delta) instead of ln(2/delta)",
+                "log_term = np.log(2.0 / delta)", "log_term = np.log(1.0 / delta)"),
+        Mistake("q3", "random truncation", "no truncation: X / c instead of min(X, c) / c",
+                "z = np.minimum(x, c) / c", "z = x / c"),
+        Mistake("q3", "random", "Y instead of Y / c in the sums",
+                "z = np.minimum(x, c) / c", "z = np.minimum(x, c)"),
+        Mistake("q3", "random", "divided by n instead of S, the sum of the 1 / c_i",
+                "- spread) / S)", "- spread) / n)"),
+        Mistake("q3", "constant", "the bracket as n sum z^2 - (sum z)^2: negative by rounding, its root nan",
+                "bracket = n * np.sum((z - z.mean()) ** 2)", "bracket = n * np.sum(z**2) - z.sum() ** 2"),
+    ],
 }
 
 # Submissions that do not do the work: every graded function calls the companion's version of it.
@@ -300,6 +339,17 @@ _SPLIT = """
     mask = pad(np.ones((T, N))) > 0"""
 
 COMPANION = {
+    "off_policy_evaluation": {
+        "state_ratios": """
+    mdp = cp.TabularMDP(np.asarray(P, dtype=float), np.zeros(np.shape(pi)), 1.0,
+                        np.asarray(initial, dtype=float))
+    return cp.state_distribution_ratios(mdp, pi, mu, horizon)""",
+        "marginalized_estimate": """
+    e = cp.marginalized_is(rewards, w, log_rho, gamma, mask)
+    return e.estimate, e.stderr""",
+        "truncated_lower_bound": """
+    return cp.hcope_lower_bound(x, c, delta)""",
+    },
     "traces": {
         "retrace_targets": _SPLIT + """
     return unpad(cp.retrace_targets(pad(rewards), pad(q_taken), pad(v_next), pad(log_rho), gamma, lam,
