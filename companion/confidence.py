@@ -22,7 +22,7 @@ The three inequalities are lower bounds with probability at least :math:`1 - \de
 draw of the data; the normal interval has its nominal level only in the limit
 :math:`n \to \infty`. Every function takes plain NumPy arrays.
 
-Used in :doc:`/book/confidence`.
+Used in :doc:`/book/confidence` and the ``off_policy_evaluation`` assignment.
 """
 
 from __future__ import annotations
@@ -372,7 +372,7 @@ def hcope_lower_bound(x, c, delta) -> float:
     >>> hcope_lower_bound(x, c=[2.0, 2.0, 2.0, 2.0], delta=0.05) == hcope_lower_bound(x, 2.0, 0.05)
     True
 
-    Used in :doc:`/book/confidence`.
+    Used in :doc:`/book/confidence` and the ``off_policy_evaluation`` assignment.
     """
     arr = _check_terms(x)
     n = arr.size
@@ -447,7 +447,8 @@ def hcope_threshold(x_pre, n_post, delta) -> float:
     >>> bool(1.0 < c < 40.0)          # it truncates the outlier and keeps the rest
     True
 
-    :func:`hcope_split_bound` calls it (:doc:`Confidence </book/confidence>`).
+    :func:`hcope_split_bound` calls it (:doc:`Confidence </book/confidence>`). Used in the
+    ``off_policy_evaluation`` assignment.
     """
     arr = _check_terms(x_pre, "x_pre")
     n_post = check_int(n_post, "n_post", low=2)

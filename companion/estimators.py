@@ -48,7 +48,8 @@ their padding set to 0). So the extra memory stays below the size of the inputs.
 
 Used in :doc:`/book/core_idea`, :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
 :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
-:doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators`` assignment.
+:doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators`` and
+``off_policy_evaluation`` assignments.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class Estimate:
     Returned by every estimator of this module. Used in :doc:`/book/core_idea`,
     :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`, :doc:`/book/per_step_weights`,
     :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`, :doc:`/book/marginalized_is`,
-    :doc:`/book/confidence` and the ``estimators`` assignment.
+    :doc:`/book/confidence` and the ``estimators`` and ``off_policy_evaluation`` assignments.
     """
 
     estimate: float
@@ -508,7 +509,7 @@ def per_decision_is(rewards, log_ratios, gamma=1.0, mask=None) -> Estimate:
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/per_step_weights`,
     :doc:`/book/on_off_policy`, :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the
-    ``estimators`` assignment.
+    ``estimators`` and ``off_policy_evaluation`` assignments.
     """
     r, lr, g, m = _prepare(rewards, log_ratios, gamma, mask)
     n, horizon = r.shape

@@ -33,7 +33,7 @@ Conventions are those of :mod:`companion.mdp` (policies are ``(S, A)`` arrays, t
 state ends the episode) and of :mod:`companion.estimators` (batches of shape
 ``(n_trajectories, horizon)``, padding is a suffix marked ``False`` in ``mask``).
 
-Used in :doc:`/book/marginalized_is`.
+Used in :doc:`/book/marginalized_is` and the ``off_policy_evaluation`` assignment.
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def state_distribution_ratios(mdp, pi, mu, horizon):
     array([[1. , 0. ],
            [0.4, 1.6]])
 
-    Used in :doc:`/book/marginalized_is`.
+    Used in :doc:`/book/marginalized_is` and the ``off_policy_evaluation`` assignment.
     """
     mdp, pi, mu, H = _problem(mdp, pi, mu, horizon, action_support=False)
     d_pi = policy_quantities(mdp, pi, H).occupancy
@@ -289,7 +289,7 @@ def marginalized_is(rewards, state_ratios, log_ratios, gamma=1.0, mask=None) -> 
     >>> e.terms.tolist(), e.estimate
     ([4.0, 0.25], 2.125)
 
-    Used in :doc:`/book/marginalized_is`.
+    Used in :doc:`/book/marginalized_is` and the ``off_policy_evaluation`` assignment.
     """
     r = as_float_array(rewards, "rewards", ndim=2)
     w = as_float_array(state_ratios, "state_ratios", ndim=2)

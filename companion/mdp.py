@@ -17,8 +17,8 @@ Conventions
 
 Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
 :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
-:doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators``, ``offpolicy_gradient``
-and ``traces`` assignments.
+:doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators``,
+``offpolicy_gradient``, ``traces`` and ``off_policy_evaluation`` assignments.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class TabularMDP:
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
     :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
     :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators``,
-    ``offpolicy_gradient`` and ``traces`` assignments.
+    ``offpolicy_gradient``, ``traces`` and ``off_policy_evaluation`` assignments.
     """
 
     P: np.ndarray
@@ -170,8 +170,8 @@ class Trajectories:
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
     :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
-    :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators`` and
-    ``offpolicy_gradient`` assignments.
+    :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators``,
+    ``offpolicy_gradient`` and ``off_policy_evaluation`` assignments.
 
     Attributes
     ----------
@@ -300,8 +300,8 @@ def random_mdp(n_states, n_actions, rng, gamma=0.9, *, alpha=1.0, reward_scale=1
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
     :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy`, :doc:`/book/marginalized_is`,
-    :doc:`/book/confidence` and the ``estimators``, ``offpolicy_gradient`` and ``traces``
-    assignments.
+    :doc:`/book/confidence` and the ``estimators``, ``offpolicy_gradient``, ``traces`` and
+    ``off_policy_evaluation`` assignments.
     """
     S, A = check_int(n_states, "n_states"), check_int(n_actions, "n_actions")
     alpha = check_positive(alpha, "alpha")
@@ -348,8 +348,8 @@ def softmax_policy(logits):
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
     :doc:`/book/per_step_weights`, :doc:`/book/on_off_policy`, :doc:`/book/marginalized_is`,
-    :doc:`/book/confidence` and the ``estimators``, ``offpolicy_gradient`` and ``traces``
-    assignments.
+    :doc:`/book/confidence` and the ``estimators``, ``offpolicy_gradient``, ``traces`` and
+    ``off_policy_evaluation`` assignments.
     """
     theta = finite_array(logits, "logits", ndim=2)
     z = np.exp(theta - theta.max(axis=1, keepdims=True))
@@ -383,8 +383,8 @@ def uniform_policy(n_states, n_actions):
     array([0.25, 0.25, 0.25, 0.25])
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/on_off_policy`,
-    :doc:`/book/marginalized_is` and the ``estimators``, ``offpolicy_gradient`` and ``traces``
-    assignments.
+    :doc:`/book/marginalized_is` and the ``estimators``, ``offpolicy_gradient``, ``traces`` and
+    ``off_policy_evaluation`` assignments.
     """
     S, A = check_int(n_states, "n_states"), check_int(n_actions, "n_actions")
     return np.full((S, A), 1.0 / A)
@@ -575,7 +575,8 @@ def policy_value(mdp, pi, horizon=None):
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
     :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
-    :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators`` assignment.
+    :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators`` and
+    ``off_policy_evaluation`` assignments.
     """
     return policy_quantities(mdp, pi, horizon).J
 
@@ -799,8 +800,8 @@ def sample_trajectories(mdp, behavior, n, horizon, rng, target=None) -> Trajecto
 
     Used in :doc:`/book/trajectory_weights`, :doc:`/book/variance_problem`,
     :doc:`/book/per_step_weights`, :doc:`/book/weighted_is`, :doc:`/book/on_off_policy`,
-    :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators`` and
-    ``offpolicy_gradient`` assignments.
+    :doc:`/book/marginalized_is`, :doc:`/book/confidence` and the ``estimators``,
+    ``offpolicy_gradient`` and ``off_policy_evaluation`` assignments.
     """
     shape = (mdp.n_states, mdp.n_actions)
     mu = check_policy(behavior, shape, "behavior")
