@@ -217,6 +217,12 @@ def without_comments(source: str) -> str:
     return tokenize.untokenize((t.type, t.string) for t in tokens if t.type != tokenize.COMMENT)
 
 
+def calls_package(source: str) -> bool:
+    """Whether code refers to the package (``cp.name`` or its name), comments aside. The code is
+    read back from its tokens, which may space it out (``cp .name``)."""
+    return bool(re.search(rf"\bcp\s*\.|\b{PACKAGE}\b", without_comments(source)))
+
+
 def term_seed(seed: int, k: int) -> int:
     """The seed that replaces ``k`` in a term built with ``seed``."""
     return int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
@@ -397,7 +403,7 @@ def generate(name: str, seed: int | None = None, source: Path | None = None):
             labels.add(label)
             new = run_test(src, namespace, f"{name} {q.name} cell {i}")
             if hidden:
-                if re.search(rf"\bcp\s*\.|\b{PACKAGE}\b", without_comments(new)):
+                if calls_package(new):
                     raise ValueError(f"{name} {q.name}: a hidden test uses the {PACKAGE} package "
                                      f"outside its '{STORED}' lines:\n{src}")
                 nb.cells[i].source = new

@@ -874,6 +874,17 @@ def test_stored_values_are_written_back_exactly(value):
     assert torch.equal(eval(ba.literal(tensor), {"torch": torch}), tensor)
 
 
+@pytest.mark.parametrize("source, calls", [
+    ("_e = cp.marginalized_is(_r, _w)\n_expected = _e.estimate\n", True),
+    ("import companion\n", True),
+    ("_expected = 2.5  # stored\n# cp.marginalized_is gives the same\n", False),
+    ("_cp = 1\n_x = _cp + 1\n", False),
+])
+def test_the_build_finds_companion_calls_in_hidden_tests(source, calls):
+    """The build rejects a hidden test that uses the companion outside its stored lines."""
+    assert ba.calls_package(source) == calls
+
+
 OWN_WORK_CASES = {
     "def f(x):\n    return np.sum(x)": True,
     "def f(x):\n    return cp.trajectory_log_weights(x)": False,
