@@ -305,7 +305,7 @@ def empirical_bernstein_lower_bound(x, b, delta) -> float:
     >>> round(empirical_bernstein_lower_bound([0.2, 0.4, 0.6, 0.8], b=1.0, delta=0.05), 4)
     -2.7198
 
-    Used in :doc:`/book/confidence`.
+    Used in :doc:`/book/confidence` and the ``off_policy_evaluation`` assignment.
     """
     arr = _check_terms(x)
     bound = _check_range(arr, b)

@@ -310,6 +310,15 @@ MISTAKES = {
                 "- spread) / S)", "- spread) / n)"),
         Mistake("q3", "constant", "the bracket as n sum z^2 - (sum z)^2: negative by rounding, its root nan",
                 "bracket = n * np.sum((z - z.mean()) ** 2)", "bracket = n * np.sum(z**2) - z.sum() ** 2"),
+        Mistake("q4", "random", "the variance with ddof=0", "x.var(ddof=1)", "x.var()"),
+        Mistake("q4", "random", "ln(1/delta) instead of ln(2/delta)",
+                "log_term = np.log(2.0 / delta)", "log_term = np.log(1.0 / delta)"),
+        Mistake("q4", "random", "the range term over 3n instead of 3(n - 1)",
+                "7 * b * log_term / (3 * (n - 1))", "7 * b * log_term / (3 * n)"),
+        Mistake("q4", "above-range", "no range check: a bound that does not hold is returned",
+                "if np.any(x > b):", "if False:"),
+        Mistake("q4", "above-range", "the range check rejects a term equal to b",
+                "if np.any(x > b):", "if np.any(x >= b):"),
     ],
 }
 
@@ -349,6 +358,8 @@ COMPANION = {
     return e.estimate, e.stderr""",
         "truncated_lower_bound": """
     return cp.hcope_lower_bound(x, c, delta)""",
+        "bernstein_lower_bound": """
+    return cp.empirical_bernstein_lower_bound(x, b, delta)""",
     },
     "traces": {
         "retrace_targets": _SPLIT + """
