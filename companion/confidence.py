@@ -37,6 +37,7 @@ from ._validation import (
     as_float_array,
     check_finite,
     check_int,
+    check_positive,
     check_unit_interval,
     first_index,
     where,
@@ -76,12 +77,7 @@ def _check_terms(x, name: str = "x") -> np.ndarray:
 
 def _check_range(x: np.ndarray, b) -> float:
     """The upper end ``b`` of the range: finite, positive and not below any value of ``x``."""
-    try:
-        bound = float(b)
-    except (TypeError, ValueError):
-        raise ValueError(f"b: must be a positive number, got {b!r}") from None
-    if not (math.isfinite(bound) and bound > 0):
-        raise ValueError(f"b: must be finite and > 0, got {b!r}")
+    bound = check_positive(b, "b")
     if x.max() > bound:
         idx = first_index(x > bound)
         raise ValueError(f"x: value {float(x[idx])!r} at {where(idx, 1)} is above b = {bound!r}; "

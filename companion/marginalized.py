@@ -46,6 +46,7 @@ from ._validation import (
     LOG_FLOAT_MAX,
     as_float_array,
     check_gamma,
+    check_instance,
     check_mask,
     check_same_shape,
     first_index,
@@ -86,12 +87,6 @@ def _check_positive_int(value, name: str) -> int:
     if not (np.isfinite(value) and int(value) == value and value >= 1):
         raise ValueError(f"{name}: must be a positive integer, got {value!r}")
     return int(value)
-
-
-def _check_mdp(mdp) -> TabularMDP:
-    if not isinstance(mdp, TabularMDP):
-        raise ValueError(f"mdp: must be a companion.mdp.TabularMDP, got {type(mdp).__name__}")
-    return mdp
 
 
 def _check_policy(x, name: str, n_states: int | None = None, n_actions: int | None = None):
@@ -135,7 +130,7 @@ def _check_action_support(pi, mu, live) -> None:
 
 def _problem(mdp, pi, mu, horizon, action_support=True):
     """Validated (mdp, pi, mu, horizon), with the support of the action ratios checked."""
-    mdp = _check_mdp(mdp)
+    mdp = check_instance(mdp, TabularMDP, "mdp")
     S, A = mdp.n_states, mdp.n_actions
     pi = _check_policy(pi, "pi", S, A)
     mu = _check_policy(mu, "mu", S, A)
@@ -654,7 +649,7 @@ def history_mdp(mdp, depth):
 
     Used in :doc:`/book/marginalized_is`.
     """
-    mdp = _check_mdp(mdp)
+    mdp = check_instance(mdp, TabularMDP, "mdp")
     D = _check_positive_int(depth, "depth")
     S, A = mdp.n_states, mdp.n_actions
     R3 = _rewards_sas(mdp)
@@ -728,9 +723,7 @@ class TabularModel:
 
 
 def _check_trajectories(trajectories, n_states: int, n_actions: int) -> Trajectories:
-    if not isinstance(trajectories, Trajectories):
-        raise ValueError("trajectories: must be a companion.mdp.Trajectories, got "
-                         f"{type(trajectories).__name__}")
+    check_instance(trajectories, Trajectories, "trajectories")
     m = check_mask(trajectories.mask, trajectories.states.shape, "trajectories.mask")
     for name, values, size in (("states", trajectories.states, n_states),
                                ("actions", trajectories.actions, n_actions)):
