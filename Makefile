@@ -13,6 +13,7 @@ JB_FLAGS := -W -n --keep-going
 
 .PHONY: install book book-nosolutions pdf pdf-nosolutions test test-unit test-notebooks test-build \
         test-pdf test-browser test-slow test-assignments assignments serve lint strip sync-repo-url \
+        test-lane-book test-lane-code \
         benchmarks clean test-environments serve-nosolutions
 # The graded assignments, in the order of the chapters they build on (scripts/build_assignments.py).
 ASSIGNMENTS ?= offpolicy_gradient estimators variance weighted_is ppo trpo traces off_policy_evaluation
@@ -59,17 +60,39 @@ serve:
 serve-nosolutions:
 	$(BIN)/python -m http.server --directory $(NOSOLUTIONS_HTML) 8000
 
-## Every test. Deleting the execution cache forces every notebook to execute afresh.
-test: test-unit test-notebooks test-build test-pdf test-browser test-assignments test-slow test-environments
+## Every test, in two lanes at once (the machine's two cores): the book's (the build, from an empty
+## execution cache, then the PDF editions and the browser tests, which read what it built) and the
+## code's (the rest, which reads nothing the build writes). Each stage's output is printed in one
+## piece when it ends; `make` fails if any stage fails, after both lanes have finished.
+test: $(STAMP)
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-lane-book test-lane-code
+
+test-lane-book: $(STAMP)
+	$(MAKE) --no-print-directory test-build
+	$(MAKE) --no-print-directory test-pdf
+	$(MAKE) --no-print-directory test-browser
+
+test-lane-code: $(STAMP)
+	$(MAKE) --no-print-directory test-unit
+	$(MAKE) --no-print-directory test-notebooks
+	$(MAKE) --no-print-directory test-slow
+	$(MAKE) --no-print-directory test-assignments
+	$(MAKE) --no-print-directory test-environments
 
 test-unit: $(STAMP)
 	$(BIN)/python scripts/colab_cell.py --check
 	$(BIN)/python -m pytest -m "not slow and not browser and not environments" --doctest-modules companion tests \
 	  --ignore=tests/test_assignments.py --ignore=tests/test_pdf.py
 
+## nbval on every chapter, run by a kernel of a fresh environment with only what the chapters'
+## set-up cell installs over a plain scientific stack (scripts/fresh_env.py; needs the package
+## index): the build executes the same chapters in the course's own environment.
+FRESH := _build/fresh
 test-notebooks: $(STAMP)
 	@test -n "$(NOTEBOOKS)" || { echo "no notebooks in _toc.yml"; exit 1; }
-	$(BIN)/python -m pytest --nbval-lax -n 2 --dist loadfile $(NOTEBOOKS)
+	$(BIN)/python scripts/fresh_env.py $(FRESH)
+	JUPYTER_PATH=$(CURDIR)/$(FRESH)/kernel/share/jupyter $(BIN)/python -m pytest -p tests.nbval_fresh \
+	  --fresh-env $(FRESH) --nbval-lax --nbval-kernel-name is-rl-fresh -n 2 --dist loadfile $(NOTEBOOKS)
 
 test-build: $(STAMP)
 	rm -rf _build/.jupyter_cache _build/.doctrees _build/html _build/jupyter_execute _build/nosolutions
@@ -90,13 +113,11 @@ test-browser: $(STAMP)
 	$(BIN)/python -m pytest -m browser tests/test_browser.py
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow tests
+	$(BIN)/python -m pytest -m slow -n 2 tests
 
-## Where the notebooks live besides the course's venv: every chapter in a fresh environment with
-## only what its set-up cell installs; requirements resolved for every supported Python. Needs
-## the package index.
+## The requirements resolve for every supported Python (asks the package index).
 test-environments: $(STAMP)
-	$(BIN)/python -m pytest -m environments -n 2 tests --ignore=tests/test_assignments.py
+	$(BIN)/python -m pytest -m environments tests --ignore=tests/test_assignments.py
 
 ## The graded assignments (book/instructors.md): student notebooks and autograders in
 ## assignments/dist/<name>/{student,autograder}; SEED=<number> builds a term's private variant.

@@ -10,7 +10,7 @@ beyond the companion's own dependencies: pandas) when it is missing (on Colab, s
 installed torch and numpy (so that Colab keeps its CUDA build and no runtime restart is needed),
 installs the CPU build of torch where there is none, and does nothing where the companion is
 installed. The environment variable ``COMPANION_SOURCE`` points the cell at another source
-(tests/test_fresh_environment.py installs a freshly built wheel that way).
+(scripts/fresh_env.py installs a freshly built wheel that way for `make test-notebooks`).
 
     python scripts/colab_cell.py --check   # exit 1 if any notebook's cell is missing or stale
     python scripts/colab_cell.py --write   # insert or rewrite the cell in every notebook under book/
