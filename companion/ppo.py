@@ -505,7 +505,8 @@ def _train(env, env_id, cfg, seed, progress, callback, clock):
                                hidden=cfg.hidden, seed=seed, norm_obs=cfg.norm_obs,
                                log_std_init=cfg.log_std_init)
     # fused=True: one kernel call updates all parameter tensors (the same Adam update up to
-    # rounding), where the default loops over them in Python: CartPole trains in about 0.87 of the time
+    # rounding), where the default loops over them in Python; CartPole trains in about 0.87 of
+    # the time
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps,
                                  fused=True)
     generator = torch.Generator().manual_seed(seed)  # action sampling and minibatch shuffling
