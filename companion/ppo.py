@@ -400,7 +400,8 @@ class PPOConfig:
         instead of 0.9. Observations normalised by running statistics with rewards scaled by 0.1,
         so that the value targets are of order 1 to 10. On ``benchmarks/ppo_pendulum.py``'s
         protocol every one of seeds 0-9 reached an evaluation return of -200, after a median of
-        24,576 steps, and the median return at the end of the 100,000 steps was -166; of the
+        24,576 steps, and the median return at the end of the 100,000 steps was -166 (-170 with
+        ``torch.optim.Adam``'s fused kernel, whose rounding changes every trajectory); of the
         settings tried (``benchmarks/README.md``), gamma 0.95 instead of 0.9 was the change that
         brought every seed to -200 and, on seeds 0-4, the median final return from -227 to -162.
         """
