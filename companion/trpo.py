@@ -793,13 +793,13 @@ class TRPOConfig:
         override single fields.
 
         4,096 transitions per update from 8 copies x 512 steps, 64-64 tanh networks, a KL
-        radius of 0.05, gamma 0.9 and lambda 0.95 (as the PPO setting), a state-independent log
-        standard deviation starting at -0.5 (standard deviation 0.61), a value fit of 10 epochs
-        of minibatches of 128 at learning rate 1e-3, observations normalised by running
-        statistics and rewards scaled by 0.1. Tuning was short (three settings, two seeds,
-        40,000 steps on a loaded machine): with 2,048 transitions per update, radius 0.02 and
-        standard deviation 0.37 the evaluation return after 40,000 steps was about -900; with
-        this setting -616 and -524 (seeds 0 and 1).
+        radius of 0.05, gamma 0.9 and lambda 0.95 (rl-baselines3-zoo's PPO values), a
+        state-independent log standard deviation starting at -0.5 (standard deviation 0.61), a
+        value fit of 10 epochs of minibatches of 128 at learning rate 1e-3, observations
+        normalised by running statistics and rewards scaled by 0.1. Tuning was short (three
+        settings, two seeds, 40,000 steps on a loaded machine): with 2,048 transitions per
+        update, radius 0.02 and standard deviation 0.37 the evaluation return after 40,000 steps
+        was about -900; with this setting -616 and -524 (seeds 0 and 1).
         """
         setting = dict(num_envs=8, num_steps=512, gamma=0.9, lam=0.95, delta=0.05, hidden=64,
                        vf_lr=1e-3, vf_epochs=10, vf_minibatch_size=128, log_std_init=-0.5,

@@ -324,7 +324,11 @@ def test_pendulum_settings_are_valid_configs_and_take_overrides():
     for config in (PPOConfig, TRPOConfig):
         cfg = config.pendulum(total_timesteps=1234)
         assert isinstance(cfg, config) and cfg.total_timesteps == 1234
-        assert cfg.norm_obs and cfg.gamma == 0.9 and cfg.reward_scale == 0.1
+        assert cfg.norm_obs and cfg.lam == 0.95 and cfg.reward_scale == 0.1
         assert config().norm_obs is False and config().reward_scale == 1.0  # CartPole unchanged
         with pytest.raises(ValueError, match="gamma"):
             config.pendulum(gamma=1.5)
+    ppo = PPOConfig.pendulum()  # the documented PPO setting (benchmarks/README.md)
+    assert (ppo.num_envs, ppo.num_steps, ppo.num_minibatches, ppo.gamma) == (16, 128, 8, 0.95)
+    assert ppo.anneal_lr and not ppo.anneal_clip and ppo.log_std_init == 0.5
+    assert TRPOConfig.pendulum().gamma == 0.9
