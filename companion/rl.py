@@ -188,6 +188,18 @@ def _mlp(sizes: Sequence[int], out_gain: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _actor_and_critic(obs_dim: int, widths: tuple[int, ...], out_dim: int,
+                      seed: int | None) -> tuple[nn.Sequential, nn.Sequential]:
+    """The actor MLP (``out_dim`` outputs, last-layer gain 0.01) and the critic MLP (one output,
+    gain 1), initialised from ``seed`` (when given) without touching torch's global random state."""
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        actor = _mlp((obs_dim, *widths, out_dim), out_gain=0.01)
+        critic = _mlp((obs_dim, *widths, 1), out_gain=1.0)
+    return actor, critic
+
+
 class ActorCritic(nn.Module):
     r"""Categorical policy and state-value function as two separate tanh MLPs.
 
@@ -242,11 +254,7 @@ class ActorCritic(nn.Module):
         widths = _check_hidden(hidden)
         self.obs_dim, self.n_actions, self.hidden = obs_dim, n_actions, widths
         self.obs_norm = RunningMeanStd(obs_dim) if norm_obs else None
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
-            self.actor = _mlp((obs_dim, *widths, n_actions), out_gain=0.01)
-            self.critic = _mlp((obs_dim, *widths, 1), out_gain=1.0)
+        self.actor, self.critic = _actor_and_critic(obs_dim, widths, n_actions, seed)
 
     def _obs(self, obs) -> torch.Tensor:
         return _as_obs_tensor(obs, self.obs_norm)
@@ -462,11 +470,7 @@ class GaussianActorCritic(nn.Module):
         widths = _check_hidden(hidden)
         self.obs_dim, self.action_dim, self.hidden = obs_dim, action_dim, widths
         self.obs_norm = RunningMeanStd(obs_dim) if norm_obs else None
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
-            self.actor = _mlp((obs_dim, *widths, action_dim), out_gain=0.01)
-            self.critic = _mlp((obs_dim, *widths, 1), out_gain=1.0)
+        self.actor, self.critic = _actor_and_critic(obs_dim, widths, action_dim, seed)
         # the actor is the mean MLP and the log-std vector: actor.parameters() is all of theta
         self.actor.log_std = nn.Parameter(torch.full((action_dim,), log_std_init))
 

@@ -379,7 +379,7 @@ _GLUE_ROLE = re.compile(r"\{glue(?::[a-z]*)?\}`([^`]+)`")
 _GLUE_DIRECTIVE = re.compile(r"^\s*(?:`{3,}|:{3,})\{glue(?::[a-z]*)?\}\s+(\S+)", re.M)
 
 
-def _shown_keys(nb) -> set[str]:
+def shown_keys(nb) -> set[str]:
     """Keys that the chapter's Markdown (and its figure captions) shows through glue."""
     texts = [c.source for c in nb.cells if c.cell_type == "markdown"]
     texts += [c.metadata.get("mystnb", {}).get("figure", {}).get("caption", "") for c in nb.cells]
@@ -519,7 +519,7 @@ def glue_problems(root: Path, chapters=None) -> list[str]:
     for path in _chapters(root, chapters):
         nb = nbformat.read(path, as_version=4)
         keys, patterns = _GlueKeys(_code_trees(nb)).glued()
-        shown = _shown_keys(nb)
+        shown = shown_keys(nb)
         for key in sorted(keys - shown):
             problems.append(f"{path.name}: glues {key!r} but the text never shows it")
         for pattern in patterns:

@@ -16,23 +16,19 @@ environment works as always.
 
 from __future__ import annotations
 
-import re
+import sys
 from pathlib import Path
 
 import pytest
 
-GLUE = re.compile(r"\{glue(?::text)?\}`([^`:]+)")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from book_checks import shown_keys  # noqa: E402
 
 
-def glued_keys(cells) -> set[str]:
-    """The keys that the Markdown cells of a notebook refer to with ``{glue}`` or ``{glue:text}``."""
-    return {key for cell in cells if cell["cell_type"] == "markdown"
-            for key in GLUE.findall("".join(cell["source"]))}
-
-
-def unseen_keys(cells, printed: str) -> list[str]:
-    """The glued keys whose ``key = value`` line is missing from ``printed``, sorted."""
-    return sorted(key for key in glued_keys(cells) if f"{key} = " not in printed)
+def unseen_keys(nb, printed: str) -> list[str]:
+    """The keys the notebook's text shows through glue (``book_checks.shown_keys``) whose
+    ``key = value`` line is missing from ``printed``, sorted."""
+    return sorted(key for key in shown_keys(nb) if f"{key} = " not in printed)
 
 
 def pytest_addoption(parser):
@@ -82,7 +78,7 @@ class _GluePrinted:
             out.get("text", "") for out in item.test_outputs or []
             if out.get("output_type") == "stream")
         if item is self.last.get(item.parent) and report.passed:
-            unseen = unseen_keys(item.parent.nb.cells, "".join(self.printed[item.parent]))
+            unseen = unseen_keys(item.parent.nb, "".join(self.printed[item.parent]))
             if unseen:
                 report.outcome = "failed"
                 report.longrepr = (f"{item.parent.name}: glued values never printed in the fresh "
